@@ -1,0 +1,246 @@
+"""The ``fastmnist`` command: train, predict, gradcheck, data, info, bench."""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .backend import DeviceError, get_backend, import_cupy, cuda_devices
+from .datasets import REGISTRY, DataError, cache_dir
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not (value > 0 and np.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def last_model_record() -> Path:
+    return cache_dir() / "last-model.txt"
+
+
+def add_device_args(p: argparse.ArgumentParser, dtype_default: str = "float32") -> None:
+    p.add_argument("--device", default=None,
+                   help="auto (default; a GPU when usable), cpu, cuda or cuda:N "
+                        "(env FASTMNIST_DEVICE)")
+    p.add_argument("--dtype", default=dtype_default, choices=("float32", "float64"))
+
+
+# -- train ----------------------------------------------------------------------------------------
+def cmd_train(args) -> int:
+    from .datasets import load_mnist
+    from .network import TwoLayerNet
+    from .plots import plot_history
+    from .train import train
+
+    (x, t), (xt, tt) = load_mnist(normalize=True, dataset=args.dataset, data_dir=args.data_dir,
+                                  download=not args.offline)
+    if args.train_limit:
+        x, t = x[: args.train_limit], t[: args.train_limit]
+    iters = args.iters
+    if args.epochs:
+        iters = args.epochs * max(x.shape[0] // args.batch_size, 1)
+    net = TwoLayerNet(784, args.hidden, 10, args.init_std, device=args.device, dtype=args.dtype,
+                      seed=args.seed)
+    say = (lambda *a: None) if args.quiet else print
+    reason = f" ({net.backend.reason})" if net.backend.reason else ""
+    say(f"fastmnist {__version__}: {args.dataset}, {x.shape[0]} train / {xt.shape[0]} test rows, "
+        f"784-{args.hidden}-10 {args.dtype} on {net.device}{reason}; {iters} steps of "
+        f"{args.batch_size}, lr {args.lr}, sampling {args.sampling}")
+    if args.dry_run:
+        say("dry run: data and network are ready; not training")
+        return 0
+    if args.augment:
+        from .augment import augmented_training_set
+
+        x, t = augmented_training_set(x, t, seed=args.seed)
+    history = train(net, x, t, xt, tt, iters=iters, batch_size=args.batch_size,
+                    learning_rate=args.lr, sampling=args.sampling, seed=args.seed,
+                    eval_every=args.eval_every, quiet=args.quiet)
+    acc = history.test_acc[-1]
+    print(f"test accuracy {acc:.4f} after {iters} steps; training {history.train_seconds:.2f} s, "
+          f"evaluation {history.eval_seconds:.2f} s")
+    if args.save:
+        path = net.save(args.save, dataset=args.dataset, test_accuracy=acc,
+                        train_accuracy=history.train_acc[-1], iters=iters, augment=args.augment)
+        last_model_record().parent.mkdir(parents=True, exist_ok=True)
+        last_model_record().write_text(str(path.resolve()))
+        say(f"model saved to {path}")
+    if args.plot:
+        plot_history(history, args.plot)
+        say(f"plot written to {args.plot}")
+    if args.history:
+        history.save(args.history)
+        say(f"history written to {args.history}")
+    return 0
+
+
+def add_train(sub) -> None:
+    p = sub.add_parser("train", help="train the two-layer network (the article's settings)",
+                       description="Train 784-H-10 by mini-batch SGD, evaluating on the full "
+                                   "train and test sets every epoch.")
+    p.add_argument("--dataset", default="mnist", choices=sorted(REGISTRY))
+    p.add_argument("--data-dir", default=None, help="folder holding the four IDX files")
+    p.add_argument("--offline", action="store_true", help="never download")
+    steps = p.add_mutually_exclusive_group()
+    steps.add_argument("--iters", type=positive_int, default=10_000, help="SGD steps (10000)")
+    steps.add_argument("--epochs", type=positive_int, help="train for this many epochs instead")
+    p.add_argument("--batch-size", type=positive_int, default=100)
+    p.add_argument("--lr", type=positive_float, default=0.1, help="learning rate (0.1)")
+    p.add_argument("--hidden", type=positive_int, default=50, help="hidden units (50)")
+    p.add_argument("--init-std", type=positive_float, default=0.01, help="weight init scale")
+    p.add_argument("--sampling", default="replacement", choices=("replacement", "epoch"))
+    p.add_argument("--eval-every", type=positive_int, default=None,
+                   help="steps between full evaluations (default: one epoch)")
+    p.add_argument("--train-limit", type=positive_int, default=None,
+                   help="use only the first N training rows")
+    p.add_argument("--augment", action="store_true",
+                   help="add shifted/rotated/scaled/thickened copies of the training digits")
+    add_device_args(p)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--save", default="model.npz", help="model file to write ('' to skip)")
+    p.add_argument("--plot", default=None, help="write the loss/accuracy figure (PNG)")
+    p.add_argument("--history", default=None, help="write the history (.json or .csv)")
+    p.add_argument("--quiet", action="store_true", help="print only the final result")
+    p.add_argument("--dry-run", action="store_true", help="check settings and data, then stop")
+    p.set_defaults(func=cmd_train)
+
+
+# -- gradcheck -----------------------------------------------------------------------------------
+def cmd_gradcheck(args) -> int:
+    from .network import TwoLayerNet, gradient_check
+
+    rng = np.random.default_rng(args.seed)
+    x = rng.random((args.batch, args.inputs))
+    t = rng.integers(0, 10, args.batch)
+    net = TwoLayerNet(args.inputs, args.hidden, 10, 0.5, device=args.device, dtype=args.dtype,
+                      seed=args.seed)
+    # float32 has ~7 digits, so its differences need a larger step to rise above rounding
+    errors = gradient_check(net, x, t, h=1e-4 if args.dtype == "float64" else 1e-2)
+    print(f"backprop vs central differences ({args.inputs}-{args.hidden}-10, batch {args.batch}, "
+          f"{args.dtype}, {net.device}): max relative error per parameter")
+    for name, err in errors.items():
+        print(f"  {name}: {err:.3e}")
+    limit = 1e-6 if args.dtype == "float64" else 1e-2
+    worst = max(errors.values())
+    print(f"{'PASS' if worst < limit else 'FAIL'} (limit {limit:g})")
+    return 0 if worst < limit else 1
+
+
+def add_gradcheck(sub) -> None:
+    p = sub.add_parser("gradcheck", help="compare backprop with numerical gradients")
+    p.add_argument("--inputs", type=positive_int, default=20, help="input size (20)")
+    p.add_argument("--hidden", type=positive_int, default=10, help="hidden units (10)")
+    p.add_argument("--batch", type=positive_int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    add_device_args(p, dtype_default="float64")
+    p.set_defaults(func=cmd_gradcheck)
+
+
+# -- info ---------------------------------------------------------------------------------------
+def blas_info() -> list[str]:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return ["(install threadpoolctl to see the BLAS library)"]
+    return [f"{i.get('internal_api')} {i.get('version')} ({i.get('num_threads')} threads, "
+            f"{i.get('architecture')})" for i in threadpool_info() if i.get("user_api") == "blas"]
+
+
+def cmd_info(args) -> int:
+    print(f"fastmnist {__version__}, Python {platform.python_version()} on {platform.platform()}")
+    print(f"NumPy {np.__version__}; BLAS: {'; '.join(blas_info()) or 'unknown'}")
+    cupy, reason = import_cupy()
+    if cupy is None:
+        print(f"CuPy: not available: {reason}")
+    else:
+        count, why = cuda_devices(cupy)
+        print(f"CuPy {cupy.__version__}: {count} CUDA device(s)" + (f"; {why}" if why else ""))
+        for i in range(count):
+            props = cupy.cuda.runtime.getDeviceProperties(i)
+            print(f"  cuda:{i}: {props['name'].decode()} "
+                  f"({props['totalGlobalMem'] / 2**30:.1f} GiB)")
+    backend = get_backend(args.device)
+    print(f"device used by default: {backend.device}"
+          + (f" (CUDA not used: {backend.reason})" if backend.reason else ""))
+    print(f"data cache: {cache_dir()}")
+    return 0
+
+
+# -- data ------------------------------------------------------------------------------------------
+def cmd_data(args) -> int:
+    from .datasets import cache_file, get_dataset, load_split, mirror_list
+
+    if args.action == "list":
+        for name, ds in REGISTRY.items():
+            cached = all(cache_file(ds, s).is_file() for s in ("train", "test"))
+            print(f"{name:14s} {'cached' if cached else 'not cached':11s} "
+                  f"mirrors: {', '.join(mirror_list(ds))}")
+        return 0
+    if not args.name:
+        raise SystemExit(f"fastmnist data {args.action}: name a dataset ({', '.join(REGISTRY)})")
+    ds = get_dataset(args.name)
+    if args.action == "path":
+        print(cache_dir() / ds.name)
+        return 0
+    status = 0
+    for split in ("train", "test"):
+        if args.action == "verify":
+            cache_file(ds, split).unlink(missing_ok=True)  # verify from the files, not the cache
+        try:
+            images, labels = load_split(ds.name, split, data_dir=args.data_dir,
+                                        download=args.action == "fetch")
+            print(f"{ds.name} {split}: {images.shape[0]} images verified "
+                  f"(labels {np.bincount(labels, minlength=10).tolist()})")
+        except DataError as exc:
+            print(f"{ds.name} {split}: {exc}", file=sys.stderr)
+            status = 1
+    return status
+
+
+def add_data(sub) -> None:
+    p = sub.add_parser("data", help="list, fetch, verify or locate datasets")
+    p.add_argument("action", choices=("list", "fetch", "verify", "path"))
+    p.add_argument("name", nargs="?", help=f"one of {', '.join(REGISTRY)}")
+    p.add_argument("--data-dir", default=None, help="folder holding the IDX files")
+    p.set_defaults(func=cmd_data)
+
+
+# -- entry point ----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastmnist", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"fastmnist {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_train(sub)
+    add_gradcheck(sub)
+    p = sub.add_parser("info", help="versions, BLAS, GPUs found and why CUDA is (not) used")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_info)
+    add_data(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (DataError, DeviceError, ValueError, FloatingPointError, OSError) as exc:
+        print(f"fastmnist {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

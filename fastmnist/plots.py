@@ -1,0 +1,32 @@
+"""Figures written straight to PNG (matplotlib's Agg backend: no display needed)."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import numpy as np  # noqa: E402
+
+
+def plot_history(history, path, smooth: int = 50) -> None:
+    """The article's figure: training loss per step, and train vs test accuracy per evaluation.
+
+    ``smooth`` overlays a running mean of that many steps on the noisy per-batch loss.
+    """
+    loss = np.asarray(history.loss, dtype=float)
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    ax_loss.plot(loss, lw=0.6, alpha=0.5, label="batch loss")
+    if smooth > 1 and loss.size >= smooth:
+        ax_loss.plot(np.arange(smooth - 1, loss.size),
+                     np.convolve(loss, np.ones(smooth) / smooth, mode="valid"),
+                     lw=1.5, label=f"mean of {smooth}")
+    ax_loss.set(title="Loss", xlabel="step", ylabel="cross-entropy")
+    ax_loss.legend()
+    ax_acc.plot(history.eval_steps, history.train_acc, "o-", label="train")
+    if any(a is not None for a in history.test_acc):
+        ax_acc.plot(history.eval_steps, history.test_acc, "s--", label="test")
+    ax_acc.set(title="Accuracy", xlabel="step", ylabel="accuracy", ylim=(0, 1))
+    ax_acc.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,70 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastmnist import History, TwoLayerNet
+from fastmnist.cli import main
+from tests.conftest import FASHION_DIR
+
+
+def test_train_end_to_end_writes_model_plot_and_history(tmp_path, fashion_dir, capsys):
+    model, plot, hist = tmp_path / "m.npz", tmp_path / "curves.png", tmp_path / "h.json"
+    code = main(["train", "--dataset", "fashion-mnist", "--iters", "300", "--train-limit", "3000",
+                 "--seed", "1", "--device", "cpu", "--save", str(model), "--plot", str(plot),
+                 "--history", str(hist)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "test accuracy" in out and "model saved" in out
+    net = TwoLayerNet.load(model, device="cpu")
+    assert net.metadata["dataset"] == "fashion-mnist" and 0.5 < net.metadata["test_accuracy"] <= 1
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
+    h = History.from_json(hist)
+    assert len(h.loss) == 300 and h.eval_steps[-1] == 299
+
+
+def test_dry_run_trains_nothing(tmp_path, fashion_dir, capsys):
+    model = tmp_path / "m.npz"
+    assert main(["train", "--dataset", "fashion-mnist", "--dry-run", "--save", str(model)]) == 0
+    assert "dry run" in capsys.readouterr().out and not model.exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--batch-size", "0"], "positive whole number"),
+    (["train", "--lr", "-1"], "positive number"),
+    (["train", "--dataset", "cifar"], "invalid choice"),
+    (["train", "--iters", "5", "--epochs", "2"], "not allowed with"),
+])
+def test_nonsense_arguments_are_usage_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_missing_data_and_unusable_device_are_errors_not_tracebacks(tmp_path, capsys):
+    assert main(["train", "--offline", "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "could not load the mnist train set" in err and "--data-dir" in err
+    assert main(["gradcheck", "--device", "cuda:7"]) == 2
+    assert "cuda:7" in capsys.readouterr().err
+
+
+def test_gradcheck_and_info(capsys):
+    assert main(["gradcheck", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    errors = [float(line.split(":")[1]) for line in out.splitlines() if line.strip()[:2] in ("W1", "b1", "W2", "b2")]
+    assert len(errors) == 4 and max(errors) < 1e-6 and "PASS" in out
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "NumPy" in out and "device used by default" in out
+
+
+def test_console_script_help():
+    out = subprocess.run([sys.executable, "-m", "fastmnist.cli", "train", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    for flag in ("--dataset", "--data-dir", "--epochs", "--batch-size", "--lr", "--hidden",
+                 "--device", "--dtype", "--seed", "--save", "--plot", "--history", "--quiet",
+                 "--dry-run"):
+        assert flag in out
