@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
 import sys
 import tempfile
@@ -215,7 +216,8 @@ def mirror_list(ds: Dataset, mirrors=None) -> list[str]:
 def fetch(url: str, timeout: float, progress: bool) -> bytes:
     """GET ``url`` (environment proxies apply) and return the body; raises on any HTTP error."""
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
+    opener = urllib.request.build_opener()  # built per call so proxy variables set now apply
+    with opener.open(request, timeout=timeout) as response:
         total = int(response.headers.get("Content-Length") or 0)
         parts, got = [], 0
         while chunk := response.read(1 << 16):
@@ -238,6 +240,8 @@ def describe(exc: BaseException) -> str:
         return f"cannot connect ({exc.reason})"
     if isinstance(exc, TimeoutError):
         return "timed out"
+    if isinstance(exc, http.client.IncompleteRead):
+        return f"connection closed after {len(exc.partial)} bytes"
     return str(exc) or type(exc).__name__
 
 
@@ -267,7 +271,7 @@ def download(spec: DataFile, dest: Path, mirrors: list[str], *, timeout: float =
                 errors.append(f"{url}: {describe(exc)}")
                 if exc.code < 500:
                     break
-            except (urllib.error.URLError, OSError, ValueError) as exc:
+            except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
                 errors.append(f"{url}: {describe(exc)}")
             else:
                 atomic_write(dest / spec.name, blob)

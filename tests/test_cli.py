@@ -68,3 +68,16 @@ def test_console_script_help():
                  "--device", "--dtype", "--seed", "--save", "--plot", "--history", "--quiet",
                  "--dry-run"):
         assert flag in out
+
+
+def test_data_commands(fashion_dir, isolated_cache, capsys):
+    assert main(["data", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "fashion-mnist" in out and "ossci-datasets" in out
+    assert main(["data", "verify", "fashion-mnist"]) == 0
+    out = capsys.readouterr().out
+    assert "fashion-mnist train: 60000 images verified" in out
+    assert main(["data", "path", "fashion-mnist"]) == 0
+    assert capsys.readouterr().out.strip() == str(isolated_cache / "fashion-mnist")
+    assert main(["data", "verify", "mnist"]) == 1  # the MNIST training set is not on this machine
+    assert "could not load the mnist train set" in capsys.readouterr().err
