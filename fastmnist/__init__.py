@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 from .backend import Backend, DeviceError, get_backend, to_numpy
 from .datasets import DataError, load_mnist, load_split
+from .images import predict_image, preprocess_image
 from .functions import cross_entropy_error, numerical_gradient, sigmoid, sigmoid_grad, softmax
 from .network import TwoLayerNet
 from .plots import plot_history
@@ -19,5 +20,5 @@ from .train import History, TrainingDiverged, train
 __all__ = [
     "Backend", "DataError", "DeviceError", "History", "TrainingDiverged", "TwoLayerNet",
     "cross_entropy_error", "get_backend", "load_mnist", "load_split", "numerical_gradient",
-    "plot_history", "sigmoid", "sigmoid_grad", "softmax", "to_numpy", "train",
+    "plot_history", "predict_image", "preprocess_image", "sigmoid", "sigmoid_grad", "softmax", "to_numpy", "train",
 ]

@@ -219,6 +219,69 @@ def add_data(sub) -> None:
     p.set_defaults(func=cmd_data)
 
 
+# -- predict -------------------------------------------------------------------------------------
+def default_model() -> str:
+    record = last_model_record()
+    if record.is_file():
+        return record.read_text().strip()
+    return "model.npz"
+
+
+def cmd_predict(args) -> int:
+    from .images import predict_image
+    from .network import TwoLayerNet
+
+    net = TwoLayerNet.load(args.model or default_model(), device=args.device)
+    results, failed = [], 0
+    for src in args.images:
+        try:
+            results.append(predict_image(src, net, top=args.top))
+        except (OSError, ValueError) as exc:
+            print(f"{src}: error: {exc}", file=sys.stderr)
+            results.append(None)
+            failed += 1
+    done = [(src, r) for src, r in zip(args.images, results) if r is not None]
+    if args.save_preprocessed:
+        from PIL import Image
+
+        out = Path(args.save_preprocessed)
+        out.mkdir(parents=True, exist_ok=True)
+        for src, r in done:
+            Image.fromarray((r["image"] * 255).round().astype(np.uint8)).save(
+                out / (Path(src).stem + "-28x28.png"))
+    if args.json:
+        print(json.dumps([{"image": str(src), "digit": r["digit"],
+                           "top": [{"digit": d, "probability": p} for d, p in r["top"]],
+                           "probabilities": r["probabilities"]} for src, r in done], indent=1))
+    else:
+        for src, r in done:
+            top = ", ".join(f"{d}: {p:.1%}" for d, p in r["top"])
+            print(f"{src}: {r['digit']}   ({top})")
+    if args.plot and done:
+        from .plots import plot_predictions
+
+        plot_predictions([s for s, _ in done], [r for _, r in done], args.plot)
+        if not args.json:
+            print(f"plot written to {args.plot}")
+    return 1 if failed else 0
+
+
+def add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="read digits from your own photos or drawings",
+                       description="Preprocess each image the way MNIST digits were made and "
+                                   "print the network's answer.")
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    p.add_argument("--model", default=None,
+                   help="model file (default: the last one `fastmnist train` saved)")
+    p.add_argument("--top", type=positive_int, default=3, help="show the K likeliest digits")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--save-preprocessed", default=None, metavar="DIR",
+                   help="write each 28x28 digit as the network sees it")
+    p.add_argument("--plot", default=None, help="write a PNG: input, 28x28 digit, probabilities")
+    p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:N")
+    p.set_defaults(func=cmd_predict)
+
+
 # -- entry point ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastmnist", description=__doc__)
@@ -230,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_info)
     add_data(sub)
+    add_predict(sub)
     return parser
 
 

@@ -131,6 +131,12 @@ class TwoLayerNet:
 
         return {k: F.numerical_gradient(loss_at, self.params[k], h) for k in PARAM_NAMES}
 
+    def predict_image(self, source, top: int = 3) -> dict:
+        """Read a photo or drawing of one digit (see :func:`fastmnist.images.predict_image`)."""
+        from .images import predict_image
+
+        return predict_image(source, self, top=top)
+
     # -- files --------------------------------------------------------------------------------
     def save(self, path, **metadata):
         """Write this network to a ``.npz`` model file (see :mod:`fastmnist.modelfile`)."""

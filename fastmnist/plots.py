@@ -30,3 +30,30 @@ def plot_history(history, path, smooth: int = 50) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_predictions(paths, results, path) -> None:
+    """One row per image: the input, the 28x28 digit the network saw, and the ten probabilities.
+
+    ``results`` are :func:`fastmnist.images.predict_image` dicts, in the order of ``paths``.
+    """
+    from .images import load_rgb
+
+    rows = len(results)
+    fig, axes = plt.subplots(rows, 3, figsize=(9, 2.4 * rows), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 1, 2]})
+    for (ax_in, ax_net, ax_bar), src, res in zip(axes, paths, results):
+        ax_in.imshow(load_rgb(src))
+        ax_in.set_title(str(src)[-28:], fontsize=8)
+        ax_net.imshow(res["image"], cmap="gray", vmin=0, vmax=1)
+        ax_net.set_title("as the network sees it", fontsize=8)
+        for ax in (ax_in, ax_net):
+            ax.axis("off")
+        probs = np.asarray(res["probabilities"])
+        colours = ["tab:orange" if k == res["digit"] else "tab:blue" for k in range(probs.size)]
+        ax_bar.bar(range(probs.size), probs, color=colours)
+        ax_bar.set(xticks=range(probs.size), ylim=(0, 1), ylabel="probability",
+                   title=f"prediction: {res['digit']} ({probs[res['digit']]:.0%})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -23,6 +23,9 @@ def test_train_end_to_end_writes_model_plot_and_history(tmp_path, fashion_dir, c
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
     h = History.from_json(hist)
     assert len(h.loss) == 300 and h.eval_steps[-1] == 299
+    from fastmnist.cli import default_model
+
+    assert default_model() == str(model.resolve())  # `fastmnist predict` finds it by itself
 
 
 def test_dry_run_trains_nothing(tmp_path, fashion_dir, capsys):

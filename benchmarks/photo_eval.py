@@ -1,0 +1,153 @@
+"""How well "photos" of real MNIST digits are recovered and classified.
+
+Each test digit becomes a realistic photo: scaled up to a few hundred pixels, dark ink on light
+(sometimes coloured) paper or chalk on a board, off centre, with a lighting gradient and noise;
+some are stored with an EXIF rotation, some as transparent PNGs. fastmnist's preprocessing and
+the article's pipeline (resize, threshold, erode, invert, raw 0/255 values) are then scored on the
+same photos with a network trained on other digits.
+
+    python benchmarks/photo_eval.py --count 300 [--out DIR] [--json results.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from fastmnist import TwoLayerNet, to_numpy, train  # noqa: E402
+from fastmnist.datasets import load_split  # noqa: E402
+from fastmnist.images import preprocess_image  # noqa: E402
+
+PAPERS = [(246, 244, 238), (250, 250, 250), (250, 235, 150), (190, 220, 245), (255, 210, 220)]
+INKS = [(20, 20, 25), (25, 40, 140), (120, 20, 30), (40, 40, 40)]
+EXIF_ORIENTATION = 0x0112
+# Orientation tag -> the transpose that hides the upright picture in the stored pixels
+HIDE = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
+
+
+def make_photo(digit: np.ndarray, rng: np.random.Generator) -> tuple[Image.Image, str]:
+    """A synthetic photo of a 28x28 uint8 MNIST digit, and the style it was given."""
+    side = int(rng.integers(160, 360))
+    ink = np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC),
+                     dtype=np.float32) / 255
+    ink = np.clip(ink, 0, 1)
+    h, w = int(side * rng.uniform(1.2, 1.8)), int(side * rng.uniform(1.2, 1.8))
+    top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+    canvas = np.zeros((h, w), dtype=np.float32)
+    canvas[top: top + side, left: left + side] = ink
+    style = rng.choice(["paper", "paper", "paper", "coloured", "board", "alpha"])
+    if style == "alpha":
+        rgba = np.zeros((h, w, 4), dtype=np.uint8)
+        rgba[..., :3] = INKS[int(rng.integers(len(INKS)))]
+        rgba[..., 3] = (canvas * 255).astype(np.uint8)
+        return Image.fromarray(rgba, "RGBA"), style
+    if style == "board":
+        paper, pen = np.array((40, 60, 50)), np.array((235, 235, 225))
+    else:
+        first, last = (2, len(PAPERS)) if style == "coloured" else (0, 2)
+        paper = np.array(PAPERS[int(rng.integers(first, last))])
+        pen = np.array(INKS[int(rng.integers(len(INKS)))])
+    rgb = paper * (1 - canvas[..., None]) + pen * canvas[..., None]
+    angle = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    light = 1 + rng.uniform(0.15, 0.4) * ((np.cos(angle) * xx + np.sin(angle) * yy) - 0.5)
+    rgb = rgb * light[..., None] + rng.normal(0, 6, rgb.shape)
+    photo = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB")
+    return photo.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2))), str(style)
+
+
+def save_photo(photo: Image.Image, path: Path, rng: np.random.Generator) -> Path:
+    """Store as PNG (alpha) or JPEG, a third of the JPEGs with an EXIF rotation to undo."""
+    if photo.mode == "RGBA":
+        path = path.with_suffix(".png")
+        photo.save(path)
+        return path
+    path = path.with_suffix(".jpg")
+    orientation = int(rng.choice([1, 1, 3, 6, 8]))
+    exif = Image.Exif()
+    if orientation != 1:
+        photo = photo.transpose(HIDE[orientation])
+        exif[EXIF_ORIENTATION] = orientation
+    photo.save(path, quality=90, exif=exif)
+    return path
+
+
+def article_preprocess(path, threshold: int = 127) -> np.ndarray:
+    """The article's step 8 with Pillow: whole photo to 28x28, gray, threshold, erode, invert.
+
+    Returns 784 values of 0 or 255, unscaled, as the article feeds them to the network.
+    """
+    img = Image.open(path).convert("RGB").resize((28, 28), Image.Resampling.BILINEAR).convert("L")
+    binary = (np.asarray(img) > threshold).astype(np.uint8) * 255
+    eroded = np.asarray(Image.fromarray(binary).filter(ImageFilter.MinFilter(3)))
+    return np.where(eroded > threshold, 0, 255).astype(np.float32).reshape(784)
+
+
+def similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two 28x28 images (1.0 = same up to brightness)."""
+    a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+
+
+def evaluate(images, labels, net, out: Path, count: int, seed: int = 0) -> dict:
+    """Photos of ``images[:count]``; similarity and accuracy for both pipelines."""
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    ours, article, sims, styles = [], [], [], []
+    t0 = time.perf_counter()
+    for i in range(count):
+        photo, style = make_photo(images[i], rng)
+        path = save_photo(photo, out / f"digit{i:04d}_label{labels[i]}", rng)
+        ours.append(preprocess_image(path).reshape(784))
+        article.append(article_preprocess(path))
+        sims.append(similarity(ours[-1], images[i] / 255.0))
+        styles.append(style)
+    seconds = (time.perf_counter() - t0) / count
+    clean = images[:count].reshape(count, 784).astype(np.float32) / 255
+    truth = labels[:count]
+
+    def acc(x):
+        return float((to_numpy(net.predict(np.asarray(x))).argmax(axis=1) == truth).mean())
+
+    styles = np.array(styles)
+    return {
+        "count": count,
+        "accuracy_clean_originals": acc(clean),
+        "accuracy_fastmnist_preprocessing": acc(ours),
+        "accuracy_article_pipeline": acc(article),
+        "similarity_mean": float(np.mean(sims)),
+        "similarity_min": float(np.min(sims)),
+        "similarity_by_style": {s: float(np.mean(np.array(sims)[styles == s])) for s in sorted(set(styles))},
+        "seconds_per_photo_both_pipelines": seconds,
+    }
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--count", type=int, default=300, help="photos to make (from digits 8000+)")
+    p.add_argument("--iters", type=int, default=10_000, help="training steps on digits 0-7999")
+    p.add_argument("--data-dir", default=str(HERE.parent.parent / "shared" / "data" / "mnist"))
+    p.add_argument("--out", default="photo-eval", help="where the photos are written")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    images, labels = load_split("mnist", "test", data_dir=args.data_dir, download=False)
+    x = images.reshape(-1, 784).astype(np.float32) / 255
+    net = TwoLayerNet(seed=0, device="cpu")
+    train(net, x[:8000], labels[:8000], iters=args.iters, seed=0, quiet=True)
+    results = evaluate(images[8000:], labels[8000:], net, Path(args.out), args.count)
+    print(json.dumps(results, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fastmnist import TwoLayerNet, train
+from fastmnist.cli import main
+from fastmnist.images import load_rgb, predict_image, preprocess_image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import photo_eval  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def trained(mnist_test):
+    """A net trained on real digits 0-7999 (the photos below come from digits 8000+)."""
+    images, labels = mnist_test
+    x = images.reshape(-1, 784).astype(np.float32) / 255
+    net = TwoLayerNet(seed=0, device="cpu")
+    train(net, x[:8000], labels[:8000], iters=6000, seed=0, quiet=True)
+    return net
+
+
+def test_photos_of_real_digits_are_recovered_and_read(mnist_test, trained, tmp_path):
+    images, labels = mnist_test
+    r = photo_eval.evaluate(images[8000:], labels[8000:], trained, tmp_path, count=150)
+    print(json.dumps(r, indent=1))
+    assert r["similarity_mean"] > 0.88
+    assert r["accuracy_fastmnist_preprocessing"] >= r["accuracy_clean_originals"] - 0.04
+    assert r["accuracy_fastmnist_preprocessing"] > r["accuracy_article_pipeline"] + 0.3
+    names = {p.suffix for p in tmp_path.iterdir()}
+    assert names == {".jpg", ".png"}
+
+
+def test_exif_rotation_is_undone(mnist_test, tmp_path):
+    images, _ = mnist_test
+    rng = np.random.default_rng(1)
+    photo, _ = photo_eval.make_photo(images[0], np.random.default_rng(3))
+    photo = photo.convert("RGB")
+    upright = preprocess_image(photo)
+    for orientation, hide in photo_eval.HIDE.items():
+        exif = Image.Exif()
+        exif[photo_eval.EXIF_ORIENTATION] = orientation
+        path = tmp_path / f"o{orientation}.jpg"
+        photo.transpose(hide).save(path, quality=95, exif=exif)
+        assert photo_eval.similarity(preprocess_image(path), upright) > 0.97, orientation
+    del rng
+
+
+def test_transparent_drawing_and_light_on_dark(mnist_test):
+    images, _ = mnist_test
+    digit = images[5] / 255.0
+    rgba = np.zeros((280, 280, 4), np.float32)
+    rgba[..., 3] = np.kron(digit, np.ones((10, 10)))  # black strokes, transparent elsewhere
+    chalk = np.kron(digit, np.ones((10, 10)))  # light strokes on black, like MNIST itself
+    for source in (rgba, chalk, (chalk * 255).astype(np.uint8)):
+        assert photo_eval.similarity(preprocess_image(source), digit) > 0.9
+
+
+def test_output_is_mnist_like(mnist_test):
+    images, _ = mnist_test
+    out = preprocess_image(np.kron(255 - images[9], np.ones((8, 8))))  # dark ink on white paper
+    assert out.shape == (28, 28) and out.dtype == np.float32
+    assert out.min() == 0.0 and out.max() == 1.0
+    rows, cols = np.flatnonzero(out.max(1) > 0.05), np.flatnonzero(out.max(0) > 0.05)
+    assert max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 in (19, 20, 21)
+    from scipy import ndimage
+
+    cy, cx = ndimage.center_of_mass(out)
+    assert abs(cy - 14) < 1 and abs(cx - 14) < 1
+
+
+def test_blank_and_unreadable_images_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="no ink"):
+        preprocess_image(np.full((100, 100), 0.8, np.float32))
+    junk = tmp_path / "x.png"
+    junk.write_bytes(b"not a picture")
+    with pytest.raises(ValueError, match="not an image"):
+        preprocess_image(junk)
+    with pytest.raises(FileNotFoundError):
+        load_rgb(tmp_path / "missing.png")
+
+
+def test_predict_image_and_the_net_method(trained, mnist_test):
+    images, labels = mnist_test
+    k = 8001
+    r = predict_image(np.kron(images[k], np.ones((6, 6))), trained, top=2)
+    assert r["digit"] == labels[k] and len(r["top"]) == 2 and r["top"][0][0] == labels[k]
+    assert abs(sum(r["probabilities"]) - 1) < 1e-4
+    assert trained.predict_image(np.kron(images[k], np.ones((6, 6))))["digit"] == labels[k]
+
+
+def test_predict_command_end_to_end(trained, mnist_test, tmp_path, capsys):
+    images, labels = mnist_test
+    model = trained.save(tmp_path / "model.npz")
+    rng = np.random.default_rng(5)
+    paths, truth = [], []
+    for i in range(8010, 8016):
+        photo, _ = photo_eval.make_photo(images[i], rng)
+        paths.append(str(photo_eval.save_photo(photo, tmp_path / f"d{i}", rng)))
+        truth.append(int(labels[i]))
+    assert main(["predict", *paths, "--model", str(model)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    printed = [int(line.split(": ")[1].split()[0]) for line in out]
+    assert printed == [predict_image(p, trained)["digit"] for p in paths]
+    assert sum(a == b for a, b in zip(printed, truth)) >= 5
+    plot, pre = tmp_path / "p.png", tmp_path / "pre"
+    assert main(["predict", *paths[:3], "--model", str(model), "--json", "--top", "2",
+                 "--plot", str(plot), "--save-preprocessed", str(pre)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [d["digit"] for d in data] == printed[:3] and len(data[0]["top"]) == 2
+    assert plot.read_bytes()[:4] == b"\x89PNG" and len(list(pre.glob("*.png"))) == 3
+    assert main(["predict", str(tmp_path / "nope.png"), "--model", str(model)]) == 1
+    assert "no image file" in capsys.readouterr().err
+
+
+def test_augmentation_makes_the_net_robust_to_jittered_digits(trained, mnist_test):
+    from fastmnist.augment import augmented_training_set
+
+    images, labels = mnist_test
+    x = images.reshape(-1, 784).astype(np.float32) / 255
+    xa, ta = augmented_training_set(x[:8000], labels[:8000], seed=0)
+    assert xa.shape == (16000, 784) and np.array_equal(ta[8000:], labels[:8000])
+    assert not np.allclose(xa[8000:], x[:8000])
+    robust = TwoLayerNet(seed=0, device="cpu")
+    train(robust, xa, ta, iters=6000, seed=0, quiet=True)
+    jittered, _ = augmented_training_set(x[8000:], labels[8000:], seed=99)
+    jittered = jittered[2000:]
+    plain_acc, robust_acc = trained.accuracy(jittered, labels[8000:]), robust.accuracy(jittered, labels[8000:])
+    print(f"jittered held-out digits: plain net {plain_acc:.3f}, augmented net {robust_acc:.3f}")
+    assert robust_acc > plain_acc + 0.05
