@@ -9,6 +9,7 @@ from . import functions as F
 from .backend import array_namespace, get_backend, to_numpy
 
 PARAM_NAMES = ("W1", "b1", "W2", "b2")
+PIXEL_SCALE = 1.0 / 255.0  # uint8 pixels to 0..1
 EVAL_CHUNK = 10_000  # rows per forward pass when scoring a whole set (bounds device memory)
 
 
@@ -51,9 +52,13 @@ class TwoLayerNet:
         return f"TwoLayerNet({d}, {h}, {c}, device={self.device!r}, dtype={self.dtype_name!r})"
 
     # -- inputs -------------------------------------------------------------------------------
-    def as_input(self, x):
-        """``x`` as a ``(N, D)`` array of this net's dtype on its device (``(D,)`` stays 1-D)."""
-        x = self.backend.asarray(x, dtype=self.dtype)
+    def as_input(self, x, keep_uint8: bool = False):
+        """``x`` as a ``(N, D)`` array of this net's dtype on its device (``(D,)`` stays 1-D).
+
+        With ``keep_uint8``, uint8 pixels stay uint8 (scaled to 0..1 later, batch by batch).
+        """
+        raw = keep_uint8 and str(getattr(x, "dtype", "")) == "uint8"
+        x = self.backend.asarray(x) if raw else self.backend.asarray(x, dtype=self.dtype)
         d = self.sizes[0]
         if x.ndim > 2 and math.prod(x.shape[1:]) == d:
             x = self.xp.reshape(x, (x.shape[0], d))
@@ -91,6 +96,7 @@ class TwoLayerNet:
     def count_correct(self, x, t_idx, chunk: int | None = None):
         """How many rows of the device input ``x`` are classified as ``t_idx`` (0-d device array).
 
+        ``x`` may hold uint8 pixels, scaled to 0..1 chunk by chunk.
         Works through ``x`` in chunks so a 60,000-row set never needs a 60,000 x H buffer.
         """
         xp, chunk = self.xp, chunk or EVAL_CHUNK
@@ -98,7 +104,7 @@ class TwoLayerNet:
         n = x.shape[0]
         for start in range(0, n, chunk):
             stop = min(start + chunk, n)
-            guess = xp.argmax(self.logits(x[start:stop, ...]), axis=1)
+            guess = xp.argmax(self.logits(as_float(xp, x[start:stop, ...], self.dtype)), axis=1)
             correct = correct + xp.sum(xp.astype(guess == t_idx[start:stop], xp.int64))
         return correct
 
@@ -198,6 +204,13 @@ def backprop(params: dict, x, onehot):
     grads = {"W1": xp.matrix_transpose(x) @ dz1, "b1": xp.sum(dz1, axis=0),
              "W2": xp.matrix_transpose(z1) @ dy, "b2": xp.sum(dy, axis=0)}
     return grads, loss
+
+
+def as_float(xp, x, dtype):
+    """A batch in ``dtype``: uint8 pixels are scaled to 0..1, floats pass through."""
+    if x.dtype == dtype:
+        return x
+    return xp.astype(x, dtype) * PIXEL_SCALE
 
 
 def one_hot(t_idx, num_classes: int, dtype):

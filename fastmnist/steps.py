@@ -9,11 +9,14 @@ on those backends.
 from __future__ import annotations
 
 from .backend import array_namespace
-from .network import PARAM_NAMES, backprop
+from .network import PARAM_NAMES, PIXEL_SCALE, as_float, backprop
 
 
 class PlainStep:
-    """SGD on any array-API namespace; ``step(idx, losses, i)`` updates ``params`` in place."""
+    """SGD on any array-API namespace; ``step(idx, losses, i)`` updates ``params`` in place.
+
+    ``onehot`` is ``(N, C)``; ``losses[i]`` receives the batch's loss (broadcast over its row).
+    """
 
     def __init__(self, params: dict, x, onehot, learning_rate: float):
         self.params, self.x, self.onehot, self.lr = params, x, onehot, learning_rate
@@ -21,67 +24,138 @@ class PlainStep:
 
     def __call__(self, idx, losses, i: int) -> None:
         xp = self.xp
-        grads, loss = backprop(self.params, xp.take(self.x, idx, axis=0),
+        dtype = self.params["W1"].dtype
+        grads, loss = backprop(self.params, as_float(xp, xp.take(self.x, idx, axis=0), dtype),
                                xp.take(self.onehot, idx, axis=0))
         for k in PARAM_NAMES:
             self.params[k] -= self.lr * grads[k]
-        losses[i] = loss
+        losses[i, ...] = loss
 
 
 class BufferedStep:
     """The same step for NumPy/CuPy, allocation-free after construction.
 
-    Shapes: ``x`` ``(N, D)`` and ``onehot`` ``(N, C)`` resident on the device, ``idx`` ``(B,)``
-    integer rows of one batch. Nothing here copies to the host, so on CUDA a step only queues work.
+    Shapes: ``x`` ``(N, D)`` and ``onehot`` ``(N, C)``, both C-contiguous and resident on the
+    device, ``idx`` ``(B,)`` rows of one batch, ``losses`` ``(steps, B)`` per-row losses.
+    Nothing here copies to the host, so on CUDA a step only queues work.
+
+    Layout choices that the measurements justified (see benchmarks/): the second layer's bias is
+    an extra row of ``W2`` fed by a constant-1 column of the hidden activations, so its gradient
+    and update ride along the matrix products; the logits are kept class-major ``(C, B)`` so the
+    softmax reductions run along contiguous rows; the learning rate and the 1/B of the mean are
+    folded into the output gradient once. ``params`` is rebound to views of the fused buffers.
     """
 
     def __init__(self, params: dict, x, onehot, learning_rate: float, batch_size: int, xp):
-        self.params, self.x, self.onehot, self.xp = params, x, onehot, xp
+        self.x, self.onehot, self.xp = x, onehot, xp
         d, h = params["W1"].shape
         c = params["W2"].shape[1]
         dt = params["W1"].dtype
         b = batch_size
-        self.scale = dt.type(learning_rate / b)  # lr and the 1/B of the mean, applied once to dy
-        self.xb, self.tb = xp.empty((b, d), dt), xp.empty((b, c), dt)
-        self.z1, self.dz1, self.zz = xp.empty((b, h), dt), xp.empty((b, h), dt), xp.empty((b, h), dt)
-        self.y, self.yt, self.col = xp.empty((b, c), dt), xp.empty((b, c), dt), xp.empty((b, 1), dt)
-        self.pt = xp.empty((b,), dt)
-        self.grads = {k: xp.empty_like(v) for k, v in params.items()}
+        self.scale = dt.type(learning_rate / b)
+        # W2 with b2 as its last row; params["W2"], params["b2"] become views of it
+        self.W2a = xp.empty((h + 1, c), dt)
+        self.W2a[:h], self.W2a[h] = params["W2"], params["b2"]
+        params["W2"], params["b2"] = self.W2a[:h], self.W2a[h]
+        self.params = params
+        self.ones = xp.ones((b,), dt)
+        self.xb = xp.empty((b, d), dt)
+        # uint8 images stay 4x smaller on the device; a batch is scaled to 0..1 as it is gathered
+        self.xb_raw = xp.empty((b, d), x.dtype) if x.dtype != dt else None
+        self.pixel_scale = dt.type(PIXEL_SCALE)
+        self.a1, self.dz1, self.zz = (xp.empty((b, h), dt) for _ in range(3))
+        self.za = xp.ones((b, h + 1), dt)  # hidden activations plus the constant-1 column
+        self.yT, self.tT_s = xp.empty((c, b), dt), xp.empty((c, b), dt)
+        self.tb = xp.empty((b, c), dt)
+        self.row, self.pt = xp.empty((1, b), dt), xp.empty((b,), dt)
+        self.gW1, self.gb1, self.gW2a = xp.empty((d, h), dt), xp.empty((h,), dt), xp.empty_like(self.W2a)
+        self.take_mode = {"mode": "clip"} if xp.__name__ == "numpy" else {}  # no bounds buffer
 
     def __call__(self, idx, losses, i: int) -> None:
-        xp, p, g = self.xp, self.params, self.grads
-        xb, tb, z1, dz1, zz, y, col, pt = (self.xb, self.tb, self.z1, self.dz1, self.zz,
-                                           self.y, self.col, self.pt)
-        xp.take(self.x, idx, axis=0, out=xb)
-        xp.take(self.onehot, idx, axis=0, out=tb)
-        # forward: z1 = sigmoid(x W1 + b1) as 0.5 tanh(a / 2) + 0.5, in place
-        xp.matmul(xb, p["W1"], out=z1)
-        z1 += p["b1"]
-        z1 *= 0.5
-        xp.tanh(z1, out=z1)
-        z1 *= 0.5
-        z1 += 0.5
-        xp.matmul(z1, p["W2"], out=y)
-        y += p["b2"]
-        xp.max(y, axis=1, keepdims=True, out=col)
-        y -= col
-        # loss = mean(log(sum(exp(s))) - s[target]) on shifted logits s, kept on the device
-        xp.multiply(y, tb, out=self.yt)
-        xp.sum(self.yt, axis=1, out=pt)
-        xp.exp(y, out=y)
-        xp.sum(y, axis=1, keepdims=True, out=col)
-        y /= col
-        losses[i] = xp.mean(xp.log(col)) - xp.mean(pt)
-        # backward: dy = (y - t) * lr / B, so the products below are the updates themselves
-        y -= tb
-        y *= self.scale
-        xp.matmul(z1.T, y, out=g["W2"])
-        xp.sum(y, axis=0, out=g["b2"])
-        xp.matmul(y, p["W2"].T, out=dz1)
+        xp, p = self.xp, self.params
+        xb, a1, dz1, zz, za, yT, row, pt = (self.xb, self.a1, self.dz1, self.zz, self.za,
+                                             self.yT, self.row, self.pt)
+        tT = self.tb.T
+        h = a1.shape[1]
+        z1 = za[:, :h]
+        if self.xb_raw is None:
+            xp.take(self.x, idx, axis=0, out=xb, **self.take_mode)
+        else:
+            xp.take(self.x, idx, axis=0, out=self.xb_raw, **self.take_mode)
+            xp.multiply(self.xb_raw, self.pixel_scale, out=xb)
+        xp.take(self.onehot, idx, axis=0, out=self.tb, **self.take_mode)
+        # forward: z1 = sigmoid(x W1 + b1) = tanh(a / 2) / 2 + 1/2, into za's first h columns
+        # (the tanh form never meets exp's overflow or slow subnormal results)
+        xp.matmul(xb, p["W1"], out=a1)
+        a1 += p["b1"]
+        a1 *= 0.5
+        xp.tanh(a1, out=a1)
+        a1 *= 0.5
+        xp.add(a1, 0.5, out=z1)
+        xp.matmul(self.W2a.T, za.T, out=yT)  # logits, class-major (C, B), bias included
+        xp.max(yT, axis=0, keepdims=True, out=row)
+        yT -= row
+        # per-row loss log(sum(exp(s))) - s[target] on the shifted logits s
+        xp.multiply(yT, tT, out=self.tT_s)
+        xp.sum(self.tT_s, axis=0, out=pt)
+        xp.exp(yT, out=yT)
+        xp.sum(yT, axis=0, keepdims=True, out=row)
+        xp.log(row[0], out=losses[i])
+        losses[i] -= pt
+        # backward: dy = (softmax - onehot) * lr / B, so the products below are the updates
+        xp.divide(self.scale, row, out=row)
+        yT *= row
+        tT *= self.scale
+        yT -= tT
+        xp.matmul(za.T, yT.T, out=self.gW2a)
+        xp.matmul(yT.T, p["W2"].T, out=dz1)
         xp.multiply(z1, z1, out=zz)
-        z1 -= zz  # z1 (1 - z1): the sigmoid's derivative
-        dz1 *= z1
-        xp.matmul(xb.T, dz1, out=g["W1"])
-        xp.sum(dz1, axis=0, out=g["b1"])
-        for k in PARAM_NAMES:
-            p[k] -= g[k]
+        xp.subtract(z1, zz, out=zz)  # z (1 - z): the sigmoid's derivative
+        dz1 *= zz
+        xp.matmul(xb.T, dz1, out=self.gW1)
+        xp.matmul(self.ones, dz1, out=self.gb1)
+        p["W1"] -= self.gW1
+        p["b1"] -= self.gb1
+        self.W2a -= self.gW2a
+
+
+class BufferedCount:
+    """How many rows of a device set a network classifies correctly, for NumPy/CuPy.
+
+    Works through the set in chunks on preallocated buffers. Only the argmax of the logits
+    matters, so the sigmoid's affine part is folded into the output layer: with
+    ``u = tanh(a / 2)`` the hidden units are ``(u + 1) / 2`` and
+    ``argmax(z W2 + b2) = argmax(u W2 + (1 W2 + 2 b2))``, which saves two passes per chunk.
+    """
+
+    def __init__(self, params: dict, xp, chunk: int = 10_000):
+        self.params, self.xp, self.chunk = params, xp, chunk
+        d, h = params["W1"].shape
+        dt = params["W1"].dtype
+        self.a = xp.empty((chunk, h), dt)
+        self.xf = None  # a float buffer for uint8 chunks, made on first use
+        self.shape = (chunk, d, dt)
+        self.y = xp.empty((chunk, params["W2"].shape[1]), dt)
+
+    def __call__(self, x, t_idx):
+        xp, p = self.xp, self.params
+        shift = xp.sum(p["W2"], axis=0) + 2 * p["b2"]
+        half_b1 = 0.5 * p["b1"]
+        correct = xp.zeros((), dtype=xp.int64)
+        n = x.shape[0]
+        for start in range(0, n, self.chunk):
+            rows = min(self.chunk, n - start)
+            a, y = self.a[:rows], self.y[:rows]
+            xc = x[start:start + rows]
+            if xc.dtype != a.dtype:
+                if self.xf is None:
+                    self.xf = xp.empty(self.shape[:2], self.shape[2])
+                xc = xp.multiply(xc, self.shape[2].type(PIXEL_SCALE), out=self.xf[:rows])
+            xp.matmul(xc, p["W1"], out=a)
+            a *= 0.5
+            a += half_b1
+            xp.tanh(a, out=a)
+            xp.matmul(a, p["W2"], out=y)
+            y += shift
+            correct += xp.count_nonzero(xp.argmax(y, axis=1) == t_idx[start:start + rows])
+        return correct

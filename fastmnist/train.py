@@ -12,7 +12,7 @@ import numpy as np
 
 from .backend import to_numpy
 from .network import TwoLayerNet, one_hot
-from .steps import BufferedStep, PlainStep
+from .steps import BufferedCount, BufferedStep, PlainStep
 
 SAMPLING = ("replacement", "epoch")
 INDEX_BLOCK = 1000  # batches of indices drawn at once (device memory: block x batch x 8 bytes)
@@ -153,26 +153,30 @@ class Progress:
 def train(net: TwoLayerNet, x_train, t_train, x_test=None, t_test=None, *, iters: int = 10_000,
           batch_size: int = 100, learning_rate: float = 0.1, sampling: str = "replacement",
           seed=None, eval_every: int | None = None, quiet: bool = False, progress=None,
-          fast: bool | None = None, log=print) -> History:
+          fast: bool | None = None, cuda_graph: bool = True, log=print) -> History:
     """Train ``net`` in place by mini-batch SGD and return the :class:`History`.
 
-    ``x_*`` are ``(N, D)`` inputs (NumPy or device arrays; copied to the net's device once),
-    ``t_*`` one-hot or integer labels. Accuracy over the FULL train and test sets is measured
+    ``x_*`` are ``(N, D)`` inputs (NumPy or device arrays; copied to the net's device once):
+    floats in 0..1, or uint8 pixels 0..255, which stay uint8 on the device (4x less memory
+    and memory traffic) and are scaled to 0..1 as each batch is gathered. ``t_*`` are one-hot
+    or integer labels. Accuracy over the FULL train and test sets is measured
     after step 0, every ``eval_every`` steps (default: one epoch, ``N // batch_size``) and after
     the last step; those are the only moments results cross to the host. A NaN or infinite loss
     stops the run with :class:`TrainingDiverged`. ``seed`` fixes the batches (and, on the CPU,
-    makes runs identical). ``fast`` picks the buffered step (default on NumPy/CuPy).
+    makes runs identical). ``fast`` picks the buffered NumPy/CuPy step (the default there);
+    False runs the plain array-API step. On a GPU (float32) the step runs as fused kernels and,
+    unless ``cuda_graph`` is False, is replayed as a CUDA graph after a check against the eager step.
     """
     xp, backend = net.xp, net.backend
     check_finite(x_train, "x_train")
     check_finite(x_test, "x_test")
-    x = net.as_input(x_train)
+    x = net.as_input(x_train, keep_uint8=True)
     n = x.shape[0]
     check_hyperparameters(iters, batch_size, learning_rate, sampling, n)
     t = net.as_labels(t_train, n)
     test = None
     if x_test is not None:
-        xt = net.as_input(x_test)
+        xt = net.as_input(x_test, keep_uint8=True)
         test = (xt, net.as_labels(t_test, xt.shape[0]))
     onehot = one_hot(t, net.sizes[2], net.dtype)
     per_epoch = max(n // batch_size, 1)
@@ -181,40 +185,53 @@ def train(net: TwoLayerNet, x_train, t_train, x_test=None, t_test=None, *, iters
         raise ValueError(f"eval_every must be a positive whole number, got {eval_every!r}")
     if fast is None:
         fast = backend.has_ufuncs
-    step = (BufferedStep(net.params, x, onehot, learning_rate, batch_size, xp) if fast
-            else PlainStep(net.params, x, onehot, learning_rate))
+    with backend.use():
+        step = make_step(fast, net, x, onehot, learning_rate, batch_size, cuda_graph)
+    count = BufferedCount(net.params, xp) if fast else net.count_correct
     sampler = BatchSampler(backend, n, batch_size, sampling, seed)
-    losses = xp.zeros((iters,), dtype=net.dtype)
+    losses = xp.zeros((iters, batch_size), dtype=net.dtype)  # per-row losses, averaged on the host
     history = History(config={
         "iters": int(iters), "batch_size": int(batch_size), "learning_rate": float(learning_rate),
         "sampling": sampling, "seed": seed, "device": net.device, "dtype": net.dtype_name,
         "sizes": list(net.sizes), "train_rows": n, "test_rows": None if test is None else test[0].shape[0],
-        "eval_every": eval_every, "fast": bool(fast)})
+        "eval_every": eval_every, "step": type(step).__name__})
     bar = Progress(iters, (not quiet) and (sys.stderr.isatty() if progress is None else progress))
     started = time.perf_counter()
     checked = 0
-    for i in range(iters):
-        with np.errstate(all="ignore"):  # a diverging run is caught below, with a better message
+    with np.errstate(all="ignore"):  # a diverging run is caught below, with a better message
+        for i in range(iters):
             step(sampler(i), losses, i)
-        if i % eval_every == 0 or i == iters - 1:
-            checked = record_losses(history, losses, checked, i + 1, learning_rate)
-            t0 = time.perf_counter()
-            history.eval_steps.append(i)
-            history.train_acc.append(evaluate(net, x, t))
-            history.test_acc.append(None if test is None else evaluate(net, *test))
-            history.eval_seconds += time.perf_counter() - t0
-            if not quiet:
-                bar.close()
-                log(epoch_line(history, i, per_epoch))
-        bar.update(i, f"loss {history.loss[-1]:.4f}" if history.loss else "")
+            if i % eval_every == 0 or i == iters - 1:
+                checked = record_losses(history, losses, checked, i + 1, learning_rate)
+                t0 = time.perf_counter()
+                history.eval_steps.append(i)
+                history.train_acc.append(accuracy(count, x, t))
+                history.test_acc.append(None if test is None else accuracy(count, *test))
+                history.eval_seconds += time.perf_counter() - t0
+                if not quiet:
+                    bar.close()
+                    log(epoch_line(history, i, per_epoch))
+            bar.update(i, f"loss {history.loss[-1]:.4f}" if history.loss else "")
     bar.close()
     history.train_seconds = time.perf_counter() - started - history.eval_seconds
     return history
 
 
+def make_step(fast, net, x, onehot, learning_rate, batch_size, cuda_graph=True):
+    """The step for this backend: fused kernels (and a CUDA graph) for float32 on a GPU, the
+    buffered step on NumPy/CuPy, or the plain array-API step when ``fast`` is False."""
+    if fast and net.backend.is_cuda and net.dtype_name == "float32":
+        from .cuda_step import CudaStep
+
+        return CudaStep(net.params, x, onehot, learning_rate, batch_size, net.xp, cuda_graph)
+    if fast:
+        return BufferedStep(net.params, x, onehot, learning_rate, batch_size, net.xp)
+    return PlainStep(net.params, x, onehot, learning_rate)
+
+
 def record_losses(history: History, losses, start: int, stop: int, lr: float) -> int:
     """Copy losses ``[start, stop)`` to the host, stopping the run if any is NaN or infinite."""
-    chunk = to_numpy(losses[start:stop]).astype(float)
+    chunk = to_numpy(losses[start:stop, ...]).astype(float).mean(axis=1)
     bad = np.flatnonzero(~np.isfinite(chunk))
     if bad.size:
         raise TrainingDiverged(
@@ -225,9 +242,9 @@ def record_losses(history: History, losses, start: int, stop: int, lr: float) ->
     return stop
 
 
-def evaluate(net: TwoLayerNet, x, t) -> float:
-    """Accuracy on device data (one host synchronisation)."""
-    return float(to_numpy(net.count_correct(x, t))) / x.shape[0]
+def accuracy(count, x, t) -> float:
+    """Accuracy on device data from a correct-count function (one host synchronisation)."""
+    return float(to_numpy(count(x, t))) / x.shape[0]
 
 
 def epoch_line(h: History, step: int, per_epoch: int) -> str:

@@ -4,8 +4,8 @@ import pytest
 
 from fastmnist import TwoLayerNet, functions as F, to_numpy, train
 from fastmnist.network import gradient_check
-from fastmnist.steps import BufferedStep
 from fastmnist.network import one_hot
+from fastmnist.train import make_step
 from tests.conftest import small_problem
 
 pytestmark = pytest.mark.cuda
@@ -33,17 +33,23 @@ def test_gradcheck_on_the_gpu():
     assert max(gradient_check(net, x, t).values()) < 1e-6
 
 
-def test_gpu_step_matches_cpu_step_on_the_same_batches():
+@pytest.mark.parametrize("graph", [True, False])
+def test_gpu_step_matches_cpu_step_on_the_same_batches(graph, recwarn):
     x, t = small_problem(n=300, d=784, seed=2)
     x = x.astype(np.float32)
     nets = [TwoLayerNet(seed=1, device=d) for d in ("cpu", "cuda")]
     rows = np.random.default_rng(0).integers(0, 300, (50, 30))
+    losses = []
     for net in nets:
         xd, td = net.as_input(x), net.as_labels(t, 300)
-        step = BufferedStep(net.params, xd, one_hot(td, 10, net.dtype), 0.3, 30, net.xp)
-        losses = net.xp.zeros(50, dtype=net.dtype)
+        step = make_step(True, net, xd, one_hot(td, 10, net.dtype), 0.3, 30, cuda_graph=graph)
+        loss = net.xp.zeros((50, 30), dtype=net.dtype)
         for i in range(50):
-            step(net.backend.asarray(rows[i]), losses, i)
+            step(net.backend.asarray(rows[i]), loss, i)
+        losses.append(to_numpy(loss))
+    assert type(step).__name__ == "CudaStep"
+    assert not [w for w in recwarn if "CUDA graph" in str(w.message)], "the graph was not used"
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-3, atol=1e-5)
     for k in nets[0].params:
         np.testing.assert_allclose(to_numpy(nets[1].params[k]), nets[0].params[k], rtol=1e-3, atol=1e-5)
 

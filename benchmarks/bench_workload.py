@@ -1,0 +1,88 @@
+"""The article's whole workload, every variant side by side: times and ratios to the matmul floor.
+
+    python benchmarks/bench_workload.py --dataset fashion-mnist [--device cuda] [--repeat 2]
+        [--iters 10000] [--json workload.json] [--chart workload.png] [--memory]
+
+Variants: fastmnist, the article's algorithm in float64 NumPy (the reference), the same in
+float32, PyTorch (when installed; same model, loop and device) and the matmul-only floor.
+On a GPU (--device cuda) every variant runs on the device and the run ends with a device sync.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fastmnist import bench  # noqa: E402
+from fastmnist.datasets import load_mnist  # noqa: E402
+
+
+def table(results: dict) -> str:
+    lines = [f"{'variant':18s} {'seconds':>9s} {'x floor':>8s} {'test acc':>9s}"]
+    for name, row in sorted(results["results"].items(), key=lambda kv: kv[1]["seconds"]):
+        acc = row.get("test_acc")
+        lines.append(f"{name:18s} {row['seconds']:9.2f} {row['ratio_to_floor']:8.2f} "
+                     f"{'' if acc is None else f'{acc:9.4f}'}")
+    return "\n".join(lines)
+
+
+def chart(results: dict, path) -> None:
+    from fastmnist.plots import plt
+
+    rows = sorted(results["results"].items(), key=lambda kv: kv[1]["seconds"])
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.barh([k for k, _ in rows], [r["ratio_to_floor"] for _, r in rows], color="tab:blue")
+    ax.axvline(1.0, color="k", lw=0.8)
+    ax.axvline(1.5, color="tab:orange", ls="--", lw=0.8, label="1.5x target")
+    ax.set(xlabel="wall time / matmul floor (lower is better)",
+           title=f"Article workload on {results['environment']['device']}")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--iters", type=int, default=10_000)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--train-limit", type=int, default=None, help="use the first N training rows")
+    p.add_argument("--repeat", type=int, default=2, help="interleaved rounds; best time kept")
+    p.add_argument("--variants", default=None, help="comma-separated subset")
+    p.add_argument("--memory", action="store_true", help="also measure peak host memory")
+    p.add_argument("--json", default=None)
+    p.add_argument("--chart", default=None)
+    args = p.parse_args(argv)
+
+    def load():
+        (x, t), (xt, tt) = load_mnist(normalize=True, dataset=args.dataset, data_dir=args.data_dir)
+        n = args.train_limit or x.shape[0]
+        return (x[:n], t[:n]), (xt, tt)
+
+    data = load()
+    results = bench.workload(data, args.device, args.iters, args.batch_size, repeat=args.repeat,
+                             variants=args.variants.split(",") if args.variants else None)
+    results["workload"]["dataset"] = args.dataset
+    if args.memory:
+        del data
+        results["memory"] = bench.peak_host_memory(load, args.device, args.iters)
+    print(table(results))
+    if "memory" in results:
+        m = results["memory"]
+        print(f"peak host memory while loading + training: {m['peak_bytes'] / 2**20:.0f} MiB "
+              f"(dataset in float32: {m['dataset_bytes'] / 2**20:.0f} MiB)")
+    if args.json:
+        bench.to_json(results, args.json)
+    if args.chart:
+        chart(results, args.chart)
+    return results
+
+
+if __name__ == "__main__":
+    main()

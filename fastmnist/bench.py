@@ -1,0 +1,377 @@
+"""Benchmarks, side by side in one process on the same data and device.
+
+Variants of the article's workload (10,000 SGD steps of batch 100 through 784-50-10, with a full
+train and test evaluation every epoch and after the last step):
+
+- ``fastmnist``: :func:`fastmnist.train`.
+- ``article-float64``: the article's algorithm as it wrote it (float64, one-hot labels, a second
+  forward pass for the loss), reimplemented here as the reference.
+- ``numpy-float32``: the same plain code in float32.
+- ``torch``: PyTorch written the usual way (nn.Linear, optim.SGD), when it is installed.
+- ``matmul-floor``: only the workload's matrix products (five per step plus the evaluations),
+  on preallocated buffers: the floor no implementation can go below on this hardware.
+
+Ratios are each variant's time over the floor's, measured in the same run.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import time
+import tracemalloc
+
+import numpy as np
+
+from . import __version__
+from .backend import get_backend, to_numpy
+from .network import TwoLayerNet
+from .train import train
+
+
+# -- timing ------------------------------------------------------------------------------------
+def timed(fn, backend, repeat: int = 1, warmup: int = 0) -> float:
+    """Best wall time of ``fn()`` in seconds. On CUDA, device time from CUDA events instead."""
+    if backend.is_cuda:
+        from cupyx.profiler import benchmark  # the GPU's own clock; no host timers around async work
+
+        result = benchmark(fn, n_repeat=repeat, n_warmup=max(warmup, 1))
+        return float(np.min(result.gpu_times))
+    for _ in range(warmup):
+        fn()
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def eval_steps(iters: int, per_epoch: int) -> list[int]:
+    return [i for i in range(iters) if i % per_epoch == 0 or i == iters - 1]
+
+
+# -- the article's algorithm (reference) ----------------------------------------------------------
+class ArticleNet:
+    """The article's network and step, written the way it wrote them, in any float dtype."""
+
+    def __init__(self, xp, sizes, dtype, seed=0, std=0.01):
+        d, h, c = sizes
+        rng = np.random.default_rng(seed)
+        self.xp = xp
+        self.params = {k: xp.asarray(v, dtype=dtype) for k, v in {
+            "W1": std * rng.standard_normal((d, h)), "b1": np.zeros(h),
+            "W2": std * rng.standard_normal((h, c)), "b2": np.zeros(c)}.items()}
+
+    def sigmoid(self, x):
+        return 1 / (1 + self.xp.exp(-x))
+
+    def softmax(self, x):
+        x = x - x.max(axis=1, keepdims=True)
+        e = self.xp.exp(x)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def predict(self, x):
+        p = self.params
+        return self.softmax(self.sigmoid(x @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"])
+
+    def loss(self, x, t):
+        y = self.predict(x)
+        return -self.xp.sum(self.xp.log(y[self.xp.arange(y.shape[0]), t.argmax(axis=1)] + 1e-7)) / y.shape[0]
+
+    def accuracy(self, x, t):
+        return float((self.predict(x).argmax(axis=1) == t.argmax(axis=1)).sum()) / x.shape[0]
+
+    def gradient(self, x, t):
+        p, xp = self.params, self.xp
+        a1 = x @ p["W1"] + p["b1"]
+        z1 = self.sigmoid(a1)
+        y = self.softmax(z1 @ p["W2"] + p["b2"])
+        dy = (y - t) / x.shape[0]
+        da1 = dy @ p["W2"].T
+        dz1 = (1.0 - self.sigmoid(a1)) * self.sigmoid(a1) * da1
+        return {"W1": x.T @ dz1, "b1": dz1.sum(axis=0), "W2": z1.T @ dy, "b2": dy.sum(axis=0)}
+
+
+def run_article(xp, data, dtype, iters, batch, lr, seed=0) -> dict:
+    (x, t), (xt, tt) = data
+    x, xt = xp.asarray(x, dtype=dtype), xp.asarray(xt, dtype=dtype)
+    t, tt = xp.asarray(np.eye(10)[t], dtype=dtype), xp.asarray(np.eye(10)[tt], dtype=dtype)
+    net = ArticleNet(xp, (784, 50, 10), dtype, seed)
+    rng = np.random.default_rng(seed)
+    per_epoch = max(x.shape[0] // batch, 1)
+    losses, accs = [], []
+    for i in range(iters):
+        mask = rng.choice(x.shape[0], batch)
+        xb, tb = x[mask], t[mask]
+        grad = net.gradient(xb, tb)
+        for k in net.params:
+            net.params[k] -= lr * grad[k]
+        losses.append(float(net.loss(xb, tb)))
+        if i % per_epoch == 0 or i == iters - 1:
+            accs.append((net.accuracy(x, t), net.accuracy(xt, tt)))
+    return {"test_acc": accs[-1][1], "final_loss": float(np.mean(losses[-100:]))}
+
+
+# -- fastmnist -----------------------------------------------------------------------------------
+def run_fastmnist(device, data, iters, batch, lr, seed=0) -> dict:
+    (x, t), (xt, tt) = data
+    net = TwoLayerNet(seed=seed, device=device)
+    h = train(net, x, t, xt, tt, iters=iters, batch_size=batch, learning_rate=lr, seed=seed,
+              quiet=True)
+    net.backend.synchronize()
+    return {"test_acc": h.test_acc[-1], "final_loss": float(np.mean(h.loss[-100:]))}
+
+
+# -- PyTorch, written the usual way ---------------------------------------------------------------
+def torch_module():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def run_torch(device: str, data, iters, batch, lr, seed=0) -> dict:
+    torch = torch_module()
+    (x, t), (xt, tt) = data
+    dev = torch.device("cuda" if device.startswith("cuda") else "cpu")
+    torch.manual_seed(seed)
+    x, xt = torch.as_tensor(x, device=dev), torch.as_tensor(xt, device=dev)
+    t, tt = torch.as_tensor(t.astype(np.int64), device=dev), torch.as_tensor(tt.astype(np.int64), device=dev)
+    model = torch.nn.Sequential(torch.nn.Linear(784, 50), torch.nn.Sigmoid(),
+                                torch.nn.Linear(50, 10)).to(dev)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    per_epoch = max(x.shape[0] // batch, 1)
+    losses, accs = [], []
+    for i in range(iters):
+        idx = torch.randint(0, x.shape[0], (batch,), device=dev)
+        loss = loss_fn(model(x[idx]), t[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if i % per_epoch == 0 or i == iters - 1:
+            with torch.no_grad():
+                accs.append([(model(a).argmax(1) == b).float().mean().item() for a, b in ((x, t), (xt, tt))])
+    return {"test_acc": accs[-1][1], "final_loss": float(np.mean(losses[-100:]))}
+
+
+# -- the floor -------------------------------------------------------------------------------------
+def matmul_floor(backend, n_train, n_test, iters, batch, hidden=50, chunk=10_000, per_epoch=None):
+    """Run only the workload's float32 matrix products; returns a function to time."""
+    xp = backend.xp
+    f32 = backend.dtype("float32")
+    rng = np.random.default_rng(0)
+    d, h, c = 784, hidden, 10
+
+    def arr(*shape):
+        return backend.asarray(rng.random(shape, dtype=np.float32), dtype=f32)
+
+    xb, w1, w2, z1, y = arr(batch, d), arr(d, h), arr(h, c), arr(batch, h), arr(batch, c)
+    dz, g1, g2 = arr(batch, h), arr(d, h), arr(h, c)
+    xe, ze, ye = arr(chunk, d), arr(chunk, h), arr(chunk, c)
+    per_epoch = per_epoch or max(n_train // batch, 1)
+    evals = len(eval_steps(iters, per_epoch))
+    eval_chunks = [min(chunk, n - s) for n in (n_train, n_test) for s in range(0, n, chunk)]
+
+    def run():
+        mm = xp.matmul
+        for _ in range(iters):
+            mm(xb, w1, out=z1)
+            mm(z1, w2, out=y)
+            mm(y, w2.T, out=dz)
+            mm(z1.T, y, out=g2)
+            mm(xb.T, dz, out=g1)
+        for _ in range(evals):
+            for rows in eval_chunks:
+                mm(xe[:rows], w1, out=ze[:rows])
+                mm(ze[:rows], w2, out=ye[:rows])
+        backend.synchronize()
+
+    return run
+
+
+# -- the whole workload ------------------------------------------------------------------------------
+def environment(backend) -> dict:
+    from .cli import blas_info
+
+    env = {"fastmnist": __version__, "python": platform.python_version(),
+           "numpy": np.__version__, "machine": platform.machine(), "processor": platform.processor(),
+           "cpus": __import__("os").cpu_count(), "blas": blas_info(), "device": backend.device,
+           "dtype": "float32"}
+    torch = torch_module()
+    if torch is not None:
+        env["torch"] = torch.__version__
+        env["torch_threads"] = torch.get_num_threads()
+    if backend.is_cuda:
+        props = backend.xp.cuda.runtime.getDeviceProperties(backend.cuda_index)
+        env["gpu"] = props["name"].decode()
+        env["cupy"] = backend.xp.__version__
+    return env
+
+
+def workload(data, device="cpu", iters=10_000, batch=100, lr=0.1, repeat=2, variants=None,
+             log=print) -> dict:
+    """Time every variant on ``data`` (``((x, t), (xt, tt))``: float32 images, integer labels).
+
+    Variants run interleaved, ``repeat`` rounds, and each keeps its best time, so a slow
+    moment of a shared machine does not land on one variant only.
+    """
+    backend = get_backend(device)
+    (x, t), (xt, tt) = data
+    todo = {
+        "matmul-floor": lambda: matmul_floor(backend, x.shape[0], xt.shape[0], iters, batch)(),
+        "fastmnist": lambda: run_fastmnist(backend, data, iters, batch, lr),
+        "numpy-float32": lambda: run_article(backend.xp, data, backend.dtype("float32"), iters, batch, lr),
+        "article-float64": lambda: run_article(backend.xp, data, backend.dtype("float64"), iters, batch, lr),
+    }
+    if torch_module() is not None:
+        todo["torch"] = lambda: run_torch(backend.device, data, iters, batch, lr)
+    if variants:
+        todo = {k: v for k, v in todo.items() if k in variants or k == "matmul-floor"}
+    rows = {name: {"seconds": float("inf")} for name in todo}
+    for round_ in range(repeat):
+        for name, fn in todo.items():
+            t0 = time.perf_counter()
+            out = fn() or {}
+            backend.synchronize()
+            seconds = time.perf_counter() - t0
+            rows[name].update(out)
+            rows[name]["seconds"] = min(rows[name]["seconds"], seconds)
+            if log:
+                log(f"  round {round_ + 1}/{repeat} {name:16s} {seconds:8.2f} s")
+    floor = rows["matmul-floor"]["seconds"]
+    for row in rows.values():
+        row["ratio_to_floor"] = row["seconds"] / floor
+    return {"workload": {"iters": iters, "batch": batch, "lr": lr, "train_rows": int(x.shape[0]),
+                         "test_rows": int(xt.shape[0]), "repeat": repeat},
+            "environment": environment(backend), "results": rows}
+
+
+def wall(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def peak_host_memory(data_loader, device="cpu", iters=10_000) -> dict:
+    """Peak bytes allocated on the host (tracemalloc) while loading the data and training."""
+    tracemalloc.start()
+    data = data_loader()
+    base = tracemalloc.get_traced_memory()[0]
+    run_fastmnist(device, data, iters, 100, 0.1)
+    current, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    dataset = sum(a.nbytes for pair in data for a in pair)
+    out = {"peak_bytes": peak, "dataset_bytes": dataset, "peak_over_dataset_bytes": peak - base}
+    backend = get_backend(device)
+    if backend.is_cuda:
+        out["gpu_pool_bytes"] = int(backend.xp.get_default_memory_pool().total_bytes())
+    return out
+
+
+# -- the forward/backward core -------------------------------------------------------------------------
+def core(device="cpu", batches=(100, 1000, 10_000, 60_000), hiddens=(50, 256, 1024), repeat=5,
+         rows=60_000) -> list[dict]:
+    """Seconds per SGD step (fastmnist, article float64, torch, floor) per batch/hidden size."""
+    from .network import one_hot
+    from .steps import BufferedStep
+
+    backend = get_backend(device)
+    xp = backend.xp
+    rng = np.random.default_rng(0)
+    x_host = rng.random((rows, 784), dtype=np.float32)
+    t_host = rng.integers(0, 10, rows)
+    torch = torch_module()
+    results = []
+    for hidden in hiddens:
+        for batch in batches:
+            net = TwoLayerNet(784, hidden, 10, seed=0, device=backend)
+            x, t = net.as_input(x_host), net.as_labels(t_host, rows)
+            step = BufferedStep(net.params, x, one_hot(t, 10, net.dtype), 0.01, batch, xp)
+            idx = backend.asarray(rng.integers(0, rows, batch))
+            losses = xp.zeros(1, dtype=net.dtype)
+            row = {"hidden": hidden, "batch": batch,
+                   "fastmnist": timed(lambda: step(idx, losses, 0), backend, repeat, 2)}
+            ref = ArticleNet(xp, (784, hidden, 10), backend.dtype("float64"))
+            xb64 = backend.asarray(x_host[:batch], dtype="float64")
+            tb64 = backend.asarray(np.eye(10)[t_host[:batch]], dtype="float64")
+
+            def article_step():
+                g = ref.gradient(xb64, tb64)
+                for k in ref.params:
+                    ref.params[k] -= 0.01 * g[k]
+                ref.loss(xb64, tb64)
+
+            row["article-float64"] = timed(article_step, backend, max(1, repeat // 2), 1)
+            row["matmul-floor"] = timed(matmul_floor(backend, batch, 0, 1, batch, hidden,
+                                                     per_epoch=10**9), backend, repeat, 2)
+            if torch is not None:
+                row["torch"] = torch_step_time(torch, backend, x_host[:batch], t_host[:batch], hidden, repeat)
+            results.append(row)
+    return results
+
+
+def evaluation(device="cpu", rows=60_000, hidden=50, repeat=3) -> dict:
+    """Seconds to score ``rows`` images once: fastmnist, article float64, and the floor."""
+    backend = get_backend(device)
+    rng = np.random.default_rng(0)
+    x_host = rng.random((rows, 784), dtype=np.float32)
+    t_host = rng.integers(0, 10, rows)
+    net = TwoLayerNet(784, hidden, 10, seed=0, device=backend)
+    x, t = net.as_input(x_host), net.as_labels(t_host, rows)
+    ref = ArticleNet(backend.xp, (784, hidden, 10), backend.dtype("float64"))
+    x64 = backend.asarray(x_host, dtype="float64")
+    t64 = backend.asarray(np.eye(10)[t_host], dtype="float64")
+    return {"rows": rows, "hidden": hidden,
+            "fastmnist": timed(lambda: net.count_correct(x, t), backend, repeat, 1),
+            "article-float64": timed(lambda: ref.accuracy(x64, t64), backend, repeat, 1),
+            "matmul-floor": timed(eval_floor(backend, rows, hidden), backend, repeat, 1)}
+
+
+def eval_floor(backend, rows, hidden, chunk=10_000):
+    xp, rng = backend.xp, np.random.default_rng(0)
+    xe = backend.asarray(rng.random((chunk, 784), dtype=np.float32))
+    w1 = backend.asarray(rng.random((784, hidden), dtype=np.float32))
+    w2 = backend.asarray(rng.random((hidden, 10), dtype=np.float32))
+    ze, ye = xp.empty((chunk, hidden), xe.dtype), xp.empty((chunk, 10), xe.dtype)
+
+    def run():
+        for start in range(0, rows, chunk):
+            n = min(chunk, rows - start)
+            xp.matmul(xe[:n], w1, out=ze[:n])
+            xp.matmul(ze[:n], w2, out=ye[:n])
+
+    return run
+
+
+def torch_step_time(torch, backend, xb, tb, hidden, repeat) -> float:
+    dev = torch.device("cuda" if backend.is_cuda else "cpu")
+    model = torch.nn.Sequential(torch.nn.Linear(784, hidden), torch.nn.Sigmoid(),
+                                torch.nn.Linear(hidden, 10)).to(dev)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    x, t = torch.as_tensor(xb, device=dev), torch.as_tensor(tb.astype(np.int64), device=dev)
+
+    def step():
+        loss = loss_fn(model(x), t)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if backend.is_cuda:
+            torch.cuda.synchronize()
+
+    for _ in range(2):
+        step()
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        step()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def to_json(results: dict, path) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=1, default=lambda o: to_numpy(o).tolist())
