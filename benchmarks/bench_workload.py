@@ -20,31 +20,6 @@ from fastmnist import bench  # noqa: E402
 from fastmnist.datasets import load_mnist  # noqa: E402
 
 
-def table(results: dict) -> str:
-    lines = [f"{'variant':18s} {'seconds':>9s} {'x floor':>8s} {'test acc':>9s}"]
-    for name, row in sorted(results["results"].items(), key=lambda kv: kv[1]["seconds"]):
-        acc = row.get("test_acc")
-        lines.append(f"{name:18s} {row['seconds']:9.2f} {row['ratio_to_floor']:8.2f} "
-                     f"{'' if acc is None else f'{acc:9.4f}'}")
-    return "\n".join(lines)
-
-
-def chart(results: dict, path) -> None:
-    from fastmnist.plots import plt
-
-    rows = sorted(results["results"].items(), key=lambda kv: kv[1]["seconds"])
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    ax.barh([k for k, _ in rows], [r["ratio_to_floor"] for _, r in rows], color="tab:blue")
-    ax.axvline(1.0, color="k", lw=0.8)
-    ax.axvline(1.5, color="tab:orange", ls="--", lw=0.8, label="1.5x target")
-    ax.set(xlabel="wall time / matmul floor (lower is better)",
-           title=f"Article workload on {results['environment']['device']}")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="fashion-mnist")
@@ -72,7 +47,7 @@ def main(argv=None) -> dict:
     if args.memory:
         del data
         results["memory"] = bench.peak_host_memory(load, args.device, args.iters)
-    print(table(results))
+    print(bench.workload_table(results))
     if "memory" in results:
         m = results["memory"]
         print(f"peak host memory while loading + training: {m['peak_bytes'] / 2**20:.0f} MiB "
@@ -80,7 +55,7 @@ def main(argv=None) -> dict:
     if args.json:
         bench.to_json(results, args.json)
     if args.chart:
-        chart(results, args.chart)
+        bench.workload_chart(results, args.chart)
     return results
 
 

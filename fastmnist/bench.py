@@ -249,12 +249,6 @@ def workload(data, device="cpu", iters=10_000, batch=100, lr=0.1, repeat=2, vari
             "environment": environment(backend), "results": rows}
 
 
-def wall(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
 def peak_host_memory(data_loader, device="cpu", iters=10_000) -> dict:
     """Peak bytes allocated on the host (tracemalloc) while loading the data and training."""
     tracemalloc.start()
@@ -271,12 +265,19 @@ def peak_host_memory(data_loader, device="cpu", iters=10_000) -> dict:
     return out
 
 
-# -- the forward/backward core -------------------------------------------------------------------------
+# -- the forward/backward core ---
+STEPS = 20  # steps per timing in core()
+
+
 def core(device="cpu", batches=(100, 1000, 10_000, 60_000), hiddens=(50, 256, 1024), repeat=5,
          rows=60_000) -> list[dict]:
-    """Seconds per SGD step (fastmnist, article float64, torch, floor) per batch/hidden size."""
+    """Seconds per SGD step (fastmnist, article float64, torch, floor) per batch/hidden size.
+
+    Each timing covers ``STEPS`` consecutive steps on fresh random batches (floor: the same
+    products on a fixed batch), best of ``repeat``.
+    """
     from .network import one_hot
-    from .steps import BufferedStep
+    from .train import make_step
 
     backend = get_backend(device)
     xp = backend.xp
@@ -289,11 +290,16 @@ def core(device="cpu", batches=(100, 1000, 10_000, 60_000), hiddens=(50, 256, 10
         for batch in batches:
             net = TwoLayerNet(784, hidden, 10, seed=0, device=backend)
             x, t = net.as_input(x_host), net.as_labels(t_host, rows)
-            step = BufferedStep(net.params, x, one_hot(t, 10, net.dtype), 0.01, batch, xp)
-            idx = backend.asarray(rng.integers(0, rows, batch))
-            losses = xp.zeros(1, dtype=net.dtype)
+            step = make_step(True, net, x, one_hot(t, 10, net.dtype), 0.01, batch)
+            idx = backend.asarray(rng.integers(0, rows, (STEPS, batch)))
+            losses = xp.zeros((STEPS, batch), dtype=net.dtype)
+
+            def steps():
+                for i in range(STEPS):
+                    step(idx[i, ...], losses, i)
+
             row = {"hidden": hidden, "batch": batch,
-                   "fastmnist": timed(lambda: step(idx, losses, 0), backend, repeat, 2)}
+                   "fastmnist": timed(steps, backend, repeat, 1) / STEPS}
             ref = ArticleNet(xp, (784, hidden, 10), backend.dtype("float64"))
             xb64 = backend.asarray(x_host[:batch], dtype="float64")
             tb64 = backend.asarray(np.eye(10)[t_host[:batch]], dtype="float64")
@@ -304,11 +310,12 @@ def core(device="cpu", batches=(100, 1000, 10_000, 60_000), hiddens=(50, 256, 10
                     ref.params[k] -= 0.01 * g[k]
                 ref.loss(xb64, tb64)
 
-            row["article-float64"] = timed(article_step, backend, max(1, repeat // 2), 1)
-            row["matmul-floor"] = timed(matmul_floor(backend, batch, 0, 1, batch, hidden,
-                                                     per_epoch=10**9), backend, repeat, 2)
+            row["article-float64"] = timed(article_step, backend, repeat, 1)
+            row["matmul-floor"] = timed(matmul_floor(backend, batch, 0, STEPS, batch, hidden,
+                                                     per_epoch=10**9), backend, repeat, 1) / STEPS
             if torch is not None:
-                row["torch"] = torch_step_time(torch, backend, x_host[:batch], t_host[:batch], hidden, repeat)
+                row["torch"] = torch_step_time(torch, backend, x_host[:batch], t_host[:batch],
+                                               hidden, repeat)
             results.append(row)
     return results
 
@@ -375,3 +382,69 @@ def torch_step_time(torch, backend, xb, tb, hidden, repeat) -> float:
 def to_json(results: dict, path) -> None:
     with open(path, "w", encoding="utf-8") as f:
         json.dump(results, f, indent=1, default=lambda o: to_numpy(o).tolist())
+
+
+# -- reports ---------------------------------------------------------------------------------
+def workload_table(results: dict) -> str:
+    lines = [f"{'variant':18s} {'seconds':>9s} {'x floor':>8s} {'test acc':>9s}"]
+    for name, row in sorted(results["results"].items(), key=lambda kv: kv[1]["seconds"]):
+        acc = row.get("test_acc")
+        lines.append(f"{name:18s} {row['seconds']:9.2f} {row['ratio_to_floor']:8.2f} "
+                     f"{'' if acc is None else f'{acc:9.4f}'}")
+    return "\n".join(lines)
+
+
+def workload_chart(results: dict, path) -> None:
+    from .plots import plt
+
+    rows = sorted(results["results"].items(), key=lambda kv: kv[1]["seconds"])
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.barh([k for k, _ in rows], [r["ratio_to_floor"] for _, r in rows], color="tab:blue")
+    ax.axvline(1.0, color="k", lw=0.8)
+    ax.axvline(1.5, color="tab:orange", ls="--", lw=0.8, label="1.5x target")
+    ax.set(xlabel="wall time / matmul floor (lower is better)",
+           title=f"Article workload on {results['environment']['device']}")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+COLUMNS = ("fastmnist", "article-float64", "torch", "matmul-floor")
+
+
+def core_table(rows: list[dict], evaluation: dict) -> str:
+    lines = ["seconds per SGD step (ratio to the matmul floor)",
+             f"{'hidden':>6s} {'batch':>6s} " + " ".join(f"{c:>22s}" for c in COLUMNS)]
+    for r in rows:
+        cells = []
+        for c in COLUMNS:
+            v = r.get(c)
+            cells.append(f"{'-':>22s}" if v is None else
+                         f"{v * 1e6:11.1f} us ({v / r['matmul-floor']:5.2f}x)")
+        lines.append(f"{r['hidden']:6d} {r['batch']:6d} " + " ".join(cells))
+    e = evaluation
+    lines.append(f"full evaluation of {e['rows']} rows (hidden {e['hidden']}): "
+                 + ", ".join(f"{k} {e[k] * 1e3:.1f} ms ({e[k] / e['matmul-floor']:.2f}x)"
+                             for k in ("fastmnist", "article-float64", "matmul-floor")))
+    return "\n".join(lines)
+
+
+def core_chart(rows: list[dict], path) -> None:
+    from .plots import plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for hidden in sorted({r["hidden"] for r in rows}):
+        sel = [r for r in rows if r["hidden"] == hidden]
+        ax.plot([r["batch"] for r in sel], [r["fastmnist"] / r["matmul-floor"] for r in sel],
+                "o-", label=f"fastmnist, hidden {hidden}")
+        if "torch" in sel[0]:
+            ax.plot([r["batch"] for r in sel], [r["torch"] / r["matmul-floor"] for r in sel],
+                    "x--", label=f"torch, hidden {hidden}")
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set(xscale="log", xlabel="batch size", ylabel="step time / matmul floor",
+           title="One SGD step, side by side")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -282,6 +282,47 @@ def add_predict(sub) -> None:
     p.set_defaults(func=cmd_predict)
 
 
+# -- bench ---------------------------------------------------------------------------------------
+def cmd_bench(args) -> int:
+    from . import bench
+    from .datasets import load_mnist
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (x, t), (xt, tt) = load_mnist(normalize=True, dataset=args.dataset, data_dir=args.data_dir)
+    iters, batches, hiddens, rows = 10_000, (100, 1000, 10_000, 60_000), (50, 256, 1024), 60_000
+    if args.quick:
+        iters, batches, hiddens, rows = 300, (100, 1000), (50,), 5000
+        x, t = x[:5000], t[:5000]
+    print(f"article workload ({iters} steps) on {args.dataset}, device {args.device}:")
+    results = bench.workload(((x, t), (xt, tt)), args.device, iters, repeat=args.repeat)
+    results["workload"]["dataset"] = args.dataset
+    print(bench.workload_table(results))
+    bench.to_json(results, out / "workload.json")
+    bench.workload_chart(results, out / "workload.png")
+    steps = bench.core(args.device, batches, hiddens, repeat=3, rows=rows)
+    evaluation = bench.evaluation(args.device, rows=rows)
+    print(bench.core_table(steps, evaluation))
+    bench.to_json({"environment": results["environment"], "steps": steps,
+                   "evaluation": evaluation}, out / "core.json")
+    bench.core_chart(steps, out / "core.png")
+    print(f"results written to {out}/ (workload.json/.png, core.json/.png)")
+    return 0
+
+
+def add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="the standard benchmarks: the article's workload and one step",
+                       description="Time fastmnist, the article's float64 code, PyTorch (if "
+                                   "installed) and the matmul-only floor side by side.")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
+    p.add_argument("--dataset", default="fashion-mnist", choices=sorted(REGISTRY))
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--repeat", type=positive_int, default=2, help="interleaved rounds (2)")
+    p.add_argument("--quick", action="store_true", help="small sizes: a minute, for a smoke run")
+    p.add_argument("--out", default="bench-results", help="folder for JSON and PNG results")
+    p.set_defaults(func=cmd_bench)
+
+
 # -- entry point ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastmnist", description=__doc__)
@@ -294,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
     add_data(sub)
     add_predict(sub)
+    add_bench(sub)
     return parser
 
 
