@@ -84,14 +84,14 @@ class BufferedStep:
             xp.take(self.x, idx, axis=0, out=self.xb_raw, **self.take_mode)
             xp.multiply(self.xb_raw, self.pixel_scale, out=xb)
         xp.take(self.onehot, idx, axis=0, out=self.tb, **self.take_mode)
-        # forward: z1 = sigmoid(x W1 + b1) = tanh(a / 2) / 2 + 1/2, into za's first h columns
-        # (the tanh form never meets exp's overflow or slow subnormal results)
+        # forward: z1 = sigmoid(x W1 + b1) = 1 / (1 + exp(-a)), into za's first h columns.
+        # exp is SIMD in NumPy and tanh is not; exp(-a) = inf gives 1 / inf = 0 as it should.
         xp.matmul(xb, p["W1"], out=a1)
         a1 += p["b1"]
-        a1 *= 0.5
-        xp.tanh(a1, out=a1)
-        a1 *= 0.5
-        xp.add(a1, 0.5, out=z1)
+        xp.negative(a1, out=a1)
+        xp.exp(a1, out=a1)
+        a1 += 1.0
+        xp.reciprocal(a1, out=z1)
         xp.matmul(self.W2a.T, za.T, out=yT)  # logits, class-major (C, B), bias included
         xp.max(yT, axis=0, keepdims=True, out=row)
         yT -= row
