@@ -1,6 +1,7 @@
 """The two-layer network: affine -> sigmoid -> affine -> softmax, with backprop."""
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -11,6 +12,15 @@ from .backend import array_namespace, get_backend, to_numpy
 PARAM_NAMES = ("W1", "b1", "W2", "b2")
 PIXEL_SCALE = 1.0 / 255.0  # uint8 pixels to 0..1
 EVAL_CHUNK = 10_000  # rows per forward pass when scoring a whole set (bounds device memory)
+
+
+def on_device(method):
+    """Run a method with the network's GPU current (CuPy launches on the current device)."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self.backend.use():
+            return method(self, *args, **kwargs)
+    return wrapper
 
 
 class TwoLayerNet:
@@ -83,10 +93,12 @@ class TwoLayerNet:
         z1 = F.sigmoid(x @ p["W1"] + p["b1"])
         return z1 @ p["W2"] + p["b2"]
 
+    @on_device
     def predict(self, x):
         """Class probabilities ``(N, C)`` (rows sum to 1) for inputs ``(N, D)``."""
         return F.softmax(self.logits(self.as_input(x)))
 
+    @on_device
     def loss(self, x, t):
         """Mean cross-entropy on ``x`` against one-hot or integer labels ``t`` (0-d device array)."""
         x = self.as_input(x)
@@ -108,6 +120,7 @@ class TwoLayerNet:
             correct = correct + xp.sum(xp.astype(guess == t_idx[start:stop], xp.int64))
         return correct
 
+    @on_device
     def accuracy(self, x, t) -> float:
         """Fraction of rows of ``x`` classified as ``t`` (one-hot or integer labels)."""
         x = self.as_input(x)
@@ -117,6 +130,7 @@ class TwoLayerNet:
         return float(to_numpy(self.count_correct(x, t))) / x.shape[0]
 
     # -- gradients ----------------------------------------------------------------------------
+    @on_device
     def gradient(self, x, t):
         """Backpropagated gradients of :meth:`loss`, a dict shaped like ``params``."""
         x = self.as_input(x)
@@ -126,6 +140,7 @@ class TwoLayerNet:
         grads, _ = backprop(self.params, x, onehot)
         return grads
 
+    @on_device
     def numerical_gradient(self, x, t, h: float = 1e-4):
         """Central-difference gradients of :meth:`loss` (slow: two passes per parameter)."""
         x = self.as_input(x)

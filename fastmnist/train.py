@@ -134,13 +134,15 @@ class Progress:
     def __init__(self, total: int, enabled: bool):
         self.total, self.enabled, self.last = total, enabled, 0.0
 
-    def update(self, step: int, note: str = "") -> None:
+    def update(self, step: int, losses: list) -> None:
+        if not self.enabled:
+            return
         now = time.perf_counter()
-        if not self.enabled or (now - self.last < 0.2 and step + 1 < self.total):
+        if now - self.last < 0.2 and step + 1 < self.total:
             return
         self.last = now
-        done = (step + 1) / self.total
-        bar = "#" * int(30 * done)
+        bar = "#" * int(30 * (step + 1) / self.total)
+        note = f"loss {losses[-1]:.4f}" if losses else ""
         sys.stderr.write(f"\r[{bar:<30}] {step + 1}/{self.total} {note}")
         sys.stderr.flush()
 
@@ -167,6 +169,14 @@ def train(net: TwoLayerNet, x_train, t_train, x_test=None, t_test=None, *, iters
     False runs the plain array-API step. On a GPU (float32) the step runs as fused kernels and,
     unless ``cuda_graph`` is False, is replayed as a CUDA graph after a check against the eager step.
     """
+    with net.backend.use():
+        return run(net, x_train, t_train, x_test, t_test, iters, batch_size, learning_rate,
+                   sampling, seed, eval_every, quiet, progress, fast, cuda_graph, log)
+
+
+def run(net, x_train, t_train, x_test, t_test, iters, batch_size, learning_rate, sampling, seed,
+        eval_every, quiet, progress, fast, cuda_graph, log) -> History:
+    """:func:`train`'s body, on the net's device."""
     xp, backend = net.xp, net.backend
     check_finite(x_train, "x_train")
     check_finite(x_test, "x_test")
@@ -185,11 +195,11 @@ def train(net: TwoLayerNet, x_train, t_train, x_test=None, t_test=None, *, iters
         raise ValueError(f"eval_every must be a positive whole number, got {eval_every!r}")
     if fast is None:
         fast = backend.has_ufuncs
-    with backend.use():
-        step = make_step(fast, net, x, onehot, learning_rate, batch_size, cuda_graph)
+    step = make_step(fast, net, x, onehot, learning_rate, batch_size, cuda_graph)
     count = BufferedCount(net.params, xp) if fast else net.count_correct
     sampler = BatchSampler(backend, n, batch_size, sampling, seed)
-    losses = xp.zeros((iters, batch_size), dtype=net.dtype)  # per-row losses, averaged on the host
+    # per-row losses of the steps since the last evaluation, averaged on the host there
+    losses = xp.zeros((min(eval_every, iters), batch_size), dtype=net.dtype)
     history = History(config={
         "iters": int(iters), "batch_size": int(batch_size), "learning_rate": float(learning_rate),
         "sampling": sampling, "seed": seed, "device": net.device, "dtype": net.dtype_name,
@@ -197,12 +207,13 @@ def train(net: TwoLayerNet, x_train, t_train, x_test=None, t_test=None, *, iters
         "eval_every": eval_every, "step": type(step).__name__})
     bar = Progress(iters, (not quiet) and (sys.stderr.isatty() if progress is None else progress))
     started = time.perf_counter()
-    checked = 0
+    first = 0  # the first step whose loss is not yet on the host
     with np.errstate(all="ignore"):  # a diverging run is caught below, with a better message
         for i in range(iters):
-            step(sampler(i), losses, i)
+            step(sampler(i), losses, i - first)
             if i % eval_every == 0 or i == iters - 1:
-                checked = record_losses(history, losses, checked, i + 1, learning_rate)
+                record_losses(history, losses[: i - first + 1, ...], first, learning_rate)
+                first = i + 1
                 t0 = time.perf_counter()
                 history.eval_steps.append(i)
                 history.train_acc.append(accuracy(count, x, t))
@@ -211,7 +222,7 @@ def train(net: TwoLayerNet, x_train, t_train, x_test=None, t_test=None, *, iters
                 if not quiet:
                     bar.close()
                     log(epoch_line(history, i, per_epoch))
-            bar.update(i, f"loss {history.loss[-1]:.4f}" if history.loss else "")
+            bar.update(i, history.loss)
     bar.close()
     history.train_seconds = time.perf_counter() - started - history.eval_seconds
     return history
@@ -229,17 +240,17 @@ def make_step(fast, net, x, onehot, learning_rate, batch_size, cuda_graph=True):
     return PlainStep(net.params, x, onehot, learning_rate)
 
 
-def record_losses(history: History, losses, start: int, stop: int, lr: float) -> int:
-    """Copy losses ``[start, stop)`` to the host, stopping the run if any is NaN or infinite."""
-    chunk = to_numpy(losses[start:stop, ...]).astype(float).mean(axis=1)
+def record_losses(history: History, losses, first: int, lr: float) -> None:
+    """Copy per-row losses of steps ``first, first + 1, ...`` to the host as batch means,
+    stopping the run if any is NaN or infinite."""
+    chunk = to_numpy(losses).astype(float).mean(axis=1)
     bad = np.flatnonzero(~np.isfinite(chunk))
     if bad.size:
         raise TrainingDiverged(
-            f"training diverged: the loss became {chunk[bad[0]]} at step {start + bad[0]}. "
+            f"training diverged: the loss became {chunk[bad[0]]} at step {first + bad[0]}. "
             f"Try a smaller learning rate (it was {lr}), check that the inputs are scaled to 0-1 "
             "(load_mnist(normalize=True)), or use dtype='float64'.")
     history.loss.extend(chunk.tolist())
-    return stop
 
 
 def accuracy(count, x, t) -> float:

@@ -191,17 +191,31 @@ def test_concurrent_downloads_end_with_one_good_copy(tiny, server, isolated_cach
     assert D.read_cache(tiny, "train") is not None
 
 
-def test_killed_download_leaves_the_cache_untouched(server, isolated_cache, tmp_path):
+def fetch_in_subprocess(tmp_path, isolated_cache, mirror):
+    """Start another Python process that downloads the tiny train split from ``mirror``."""
     script = tmp_path / "fetch.py"
     script.write_text(
-        "import sys, hashlib\n"
+        "import sys\n"
         f"sys.path.insert(0, {str(ROOT)!r})\n"
         "from tests.test_datasets import FILES\n"
         "from fastmnist import datasets as D\n"
         "D.REGISTRY['tiny'] = D.Dataset('tiny', FILES, mirrors=())\n"
         "D.load_split('tiny', 'train', mirrors=[sys.argv[1]], timeout=60, retries=1, progress=False)\n")
     env = {**os.environ, "XDG_CACHE_HOME": str(isolated_cache.parent)}
-    proc = subprocess.Popen([sys.executable, str(script), f"{server}/stall/"], env=env)
+    return subprocess.Popen([sys.executable, str(script), mirror], env=env)
+
+
+def test_two_processes_downloading_at_once_leave_one_good_copy(tiny, server, isolated_cache, tmp_path):
+    procs = [fetch_in_subprocess(tmp_path, isolated_cache, f"{server}/good/") for _ in range(2)]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0]
+    assert cached_files(isolated_cache) == ["tiny/train-images-idx3-ubyte.gz",
+                                            "tiny/train-labels-idx1-ubyte.gz", "tiny/train.npz"]
+    images, _ = D.read_cache(tiny, "train")
+    np.testing.assert_array_equal(images, SPLITS["train"][0])
+
+
+def test_killed_download_leaves_the_cache_untouched(server, isolated_cache, tmp_path):
+    proc = fetch_in_subprocess(tmp_path, isolated_cache, f"{server}/stall/")
     deadline = time.time() + 20
     while not Handler.requests and time.time() < deadline:
         time.sleep(0.05)
