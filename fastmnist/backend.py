@@ -74,6 +74,14 @@ class Backend:
         if self.is_cuda:
             self.xp.cuda.get_current_stream().synchronize()
 
+    def gpu_seconds(self, fn, repeat: int, warmup: int) -> float:
+        """Best device time of ``fn()`` from CUDA events (``cupyx.profiler.benchmark``)."""
+        from cupyx.profiler import benchmark
+
+        with self.use():
+            result = benchmark(fn, n_repeat=repeat, n_warmup=max(warmup, 1))
+        return float(result.gpu_times.min())
+
 
 def to_numpy(a) -> np.ndarray:
     """Copy any backend's array (or scalar) to a NumPy array on the host.

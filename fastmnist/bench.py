@@ -31,11 +31,8 @@ from .train import train
 # -- timing ------------------------------------------------------------------------------------
 def timed(fn, backend, repeat: int = 1, warmup: int = 0) -> float:
     """Best wall time of ``fn()`` in seconds. On CUDA, device time from CUDA events instead."""
-    if backend.is_cuda:
-        from cupyx.profiler import benchmark  # the GPU's own clock; no host timers around async work
-
-        result = benchmark(fn, n_repeat=repeat, n_warmup=max(warmup, 1))
-        return float(np.min(result.gpu_times))
+    if backend.is_cuda:  # the GPU's own clock: no host timer around asynchronous work
+        return backend.gpu_seconds(fn, repeat, warmup)
     for _ in range(warmup):
         fn()
     best = float("inf")
