@@ -1,10 +1,10 @@
-"""One SGD step, two ways.
+"""One SGD step, two ways (a third, for the GPU, builds on the second in :mod:`.cuda_step`).
 
 :class:`PlainStep` is written against the array API alone (it runs under ``array_api_strict``) and
 is the reference. :class:`BufferedStep` computes the same numbers on NumPy or CuPy with every
 intermediate preallocated and written through ``out=``, the learning rate folded into the
 output gradient, and the loss taken from the step's own forward pass: it is what training uses
-on those backends.
+on those backends. :class:`BufferedCount` scores a whole set on the same terms.
 """
 from __future__ import annotations
 
