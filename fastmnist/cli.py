@@ -67,6 +67,7 @@ def cmd_train(args) -> int:
         from .augment import augmented_training_set
 
         x, t = augmented_training_set(x, t, seed=args.seed)
+        say(f"augmented: training on {x.shape[0]} rows (originals plus jittered copies)")
     history = train(net, x, t, xt, tt, iters=iters, batch_size=args.batch_size,
                     learning_rate=args.lr, sampling=args.sampling, seed=args.seed,
                     eval_every=args.eval_every, quiet=args.quiet)

@@ -28,6 +28,14 @@ def test_train_end_to_end_writes_model_plot_and_history(tmp_path, fashion_dir, c
     assert default_model() == str(model.resolve())  # `fastmnist predict` finds it by itself
 
 
+def test_train_with_augmentation(tmp_path, fashion_dir, capsys):
+    model = tmp_path / "aug.npz"
+    assert main(["train", "--dataset", "fashion-mnist", "--train-limit", "500", "--augment",
+                 "--iters", "30", "--device", "cpu", "--save", str(model)]) == 0
+    assert "training on 1000 rows" in capsys.readouterr().out
+    assert TwoLayerNet.load(model).metadata["augment"] is True
+
+
 def test_dry_run_trains_nothing(tmp_path, fashion_dir, capsys):
     model = tmp_path / "m.npz"
     assert main(["train", "--dataset", "fashion-mnist", "--dry-run", "--save", str(model)]) == 0
