@@ -61,12 +61,7 @@ class CudaStep(BufferedStep):
         h = self.a1.shape[1]
         c, b = self.yT.shape
         z1 = self.za[:, :h]
-        if self.xb_raw is None:
-            xp.take(self.x, self.idx, axis=0, out=self.xb)
-        else:
-            xp.take(self.x, self.idx, axis=0, out=self.xb_raw)
-            xp.multiply(self.xb_raw, self.pixel_scale, out=self.xb)
-        xp.take(self.onehot, self.idx, axis=0, out=self.tb)
+        self.gather(self.idx)
         xp.matmul(self.xb, p["W1"], out=self.a1)
         self.bias_sigmoid(self.a1, p["b1"], z1)
         xp.matmul(self.W2a.T, self.za.T, out=self.yT)

@@ -13,7 +13,6 @@ import hashlib
 import http.client
 import os
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .files import atomic_open
 
 ENV_DATA, ENV_MIRROR, ENV_OFFLINE = "FASTMNIST_DATA", "FASTMNIST_MIRROR", "FASTMNIST_OFFLINE"
 IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
@@ -274,26 +274,12 @@ def download(spec: DataFile, dest: Path, mirrors: list[str], *, timeout: float =
             except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
                 errors.append(f"{url}: {describe(exc)}")
             else:
-                atomic_write(dest / spec.name, blob)
+                with atomic_open(dest / spec.name) as f:
+                    f.write(blob)
                 return arr
             if attempt + 1 < retries:
                 time.sleep(backoff * 2 ** attempt)
     return None
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` so that ``path`` is either absent, the old file, or all of ``data``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 # -- the array cache ----------------------------------------------------------------------------
@@ -309,19 +295,9 @@ def cache_file(ds: Dataset, split: str) -> Path:
 
 
 def write_cache(ds: Dataset, split: str, images: np.ndarray, labels: np.ndarray) -> None:
-    path = cache_file(ds, split)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, images=images, labels=labels,
-                     crc32=np.array(checksum(images, labels), dtype=np.uint64))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(cache_file(ds, split)) as f:
+        np.savez(f, images=images, labels=labels,
+                 crc32=np.array(checksum(images, labels), dtype=np.uint64))
 
 
 def read_cache(ds: Dataset, split: str):

@@ -7,8 +7,6 @@ network, so a bad file is refused whole with a message saying what is wrong.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -16,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .files import atomic_open
 from .network import PARAM_NAMES, TwoLayerNet
 
 FORMAT = "fastmnist.TwoLayerNet/1"
@@ -37,16 +36,8 @@ def save_model(net: TwoLayerNet, path, **metadata) -> Path:
             "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     meta.setdefault("preprocessing", PREPROCESSING)
     arrays = net.host_params()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path) as f:
+        np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
     return path
 
 

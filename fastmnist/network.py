@@ -15,7 +15,8 @@ EVAL_CHUNK = 10_000  # rows per forward pass when scoring a whole set (bounds de
 
 
 def on_device(method):
-    """Run a method with the network's GPU current (CuPy launches on the current device)."""
+    """Run a method (or a function whose first argument is a network) with the network's GPU
+    current: CuPy launches kernels on the current device."""
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         with self.backend.use():

@@ -71,6 +71,16 @@ class BufferedStep:
         self.gW1, self.gb1, self.gW2a = xp.empty((d, h), dt), xp.empty((h,), dt), xp.empty_like(self.W2a)
         self.take_mode = {"mode": "clip"} if xp.__name__ == "numpy" else {}  # no bounds buffer
 
+    def gather(self, idx) -> None:
+        """Copy batch ``idx`` into ``xb`` (as floats in 0..1) and its one-hot rows into ``tb``."""
+        xp = self.xp
+        if self.xb_raw is None:
+            xp.take(self.x, idx, axis=0, out=self.xb, **self.take_mode)
+        else:
+            xp.take(self.x, idx, axis=0, out=self.xb_raw, **self.take_mode)
+            xp.multiply(self.xb_raw, self.pixel_scale, out=self.xb)
+        xp.take(self.onehot, idx, axis=0, out=self.tb, **self.take_mode)
+
     def __call__(self, idx, losses, i: int) -> None:
         xp, p = self.xp, self.params
         xb, a1, dz1, zz, za, yT, row, pt = (self.xb, self.a1, self.dz1, self.zz, self.za,
@@ -78,12 +88,7 @@ class BufferedStep:
         tT = self.tb.T
         h = a1.shape[1]
         z1 = za[:, :h]
-        if self.xb_raw is None:
-            xp.take(self.x, idx, axis=0, out=xb, **self.take_mode)
-        else:
-            xp.take(self.x, idx, axis=0, out=self.xb_raw, **self.take_mode)
-            xp.multiply(self.xb_raw, self.pixel_scale, out=xb)
-        xp.take(self.onehot, idx, axis=0, out=self.tb, **self.take_mode)
+        self.gather(idx)
         # forward: z1 = sigmoid(x W1 + b1) = 1 / (1 + exp(-a)), into za's first h columns.
         # exp is SIMD in NumPy and tanh is not; exp(-a) = inf gives 1 / inf = 0 as it should.
         xp.matmul(xb, p["W1"], out=a1)
@@ -134,7 +139,7 @@ class BufferedCount:
         dt = params["W1"].dtype
         self.a = xp.empty((chunk, h), dt)
         self.xf = None  # a float buffer for uint8 chunks, made on first use
-        self.shape = (chunk, d, dt)
+        self.d, self.pixel_scale = d, dt.type(PIXEL_SCALE)
         self.y = xp.empty((chunk, params["W2"].shape[1]), dt)
 
     def __call__(self, x, t_idx):
@@ -149,8 +154,8 @@ class BufferedCount:
             xc = x[start:start + rows]
             if xc.dtype != a.dtype:
                 if self.xf is None:
-                    self.xf = xp.empty(self.shape[:2], self.shape[2])
-                xc = xp.multiply(xc, self.shape[2].type(PIXEL_SCALE), out=self.xf[:rows])
+                    self.xf = xp.empty((self.chunk, self.d), a.dtype)
+                xc = xp.multiply(xc, self.pixel_scale, out=self.xf[:rows])
             xp.matmul(xc, p["W1"], out=a)
             a *= 0.5
             a += half_b1

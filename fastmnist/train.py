@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .backend import to_numpy
-from .network import TwoLayerNet, one_hot
+from .network import TwoLayerNet, on_device, one_hot
 from .steps import BufferedCount, BufferedStep, PlainStep
 
 SAMPLING = ("replacement", "epoch")
@@ -152,6 +152,7 @@ class Progress:
             sys.stderr.flush()
 
 
+@on_device
 def train(net: TwoLayerNet, x_train, t_train, x_test=None, t_test=None, *, iters: int = 10_000,
           batch_size: int = 100, learning_rate: float = 0.1, sampling: str = "replacement",
           seed=None, eval_every: int | None = None, quiet: bool = False, progress=None,
@@ -169,14 +170,6 @@ def train(net: TwoLayerNet, x_train, t_train, x_test=None, t_test=None, *, iters
     False runs the plain array-API step. On a GPU (float32) the step runs as fused kernels and,
     unless ``cuda_graph`` is False, is replayed as a CUDA graph after a check against the eager step.
     """
-    with net.backend.use():
-        return run(net, x_train, t_train, x_test, t_test, iters, batch_size, learning_rate,
-                   sampling, seed, eval_every, quiet, progress, fast, cuda_graph, log)
-
-
-def run(net, x_train, t_train, x_test, t_test, iters, batch_size, learning_rate, sampling, seed,
-        eval_every, quiet, progress, fast, cuda_graph, log) -> History:
-    """:func:`train`'s body, on the net's device."""
     xp, backend = net.xp, net.backend
     check_finite(x_train, "x_train")
     check_finite(x_test, "x_test")

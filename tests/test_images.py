@@ -37,7 +37,6 @@ def test_photos_of_real_digits_are_recovered_and_read(mnist_test, trained, tmp_p
 
 def test_exif_rotation_is_undone(mnist_test, tmp_path):
     images, _ = mnist_test
-    rng = np.random.default_rng(1)
     photo, _ = photo_eval.make_photo(images[0], np.random.default_rng(3))
     photo = photo.convert("RGB")
     upright = preprocess_image(photo)
@@ -47,7 +46,6 @@ def test_exif_rotation_is_undone(mnist_test, tmp_path):
         path = tmp_path / f"o{orientation}.jpg"
         photo.transpose(hide).save(path, quality=95, exif=exif)
         assert photo_eval.similarity(preprocess_image(path), upright) > 0.97, orientation
-    del rng
 
 
 def test_transparent_drawing_and_light_on_dark(mnist_test):
