@@ -61,17 +61,17 @@ class CudaStep(BufferedStep):
         h = self.a1.shape[1]
         c, b = self.yT.shape
         z1 = self.za[:, :h]
-        self.gather(self.idx)
-        xp.matmul(self.xb, p["W1"], out=self.a1)
+        self.batch.fill(self.idx)
+        xp.matmul(self.batch.x, p["W1"], out=self.a1)
         self.bias_sigmoid(self.a1, p["b1"], z1)
         xp.matmul(self.W2a.T, self.za.T, out=self.yT)
         threads = 128
         self.softmax_xent(((b + threads - 1) // threads,), (threads,),
-                          (self.yT, self.tb, self.loss_rows, self.scale, xp.int32(c), xp.int32(b)))
+                          (self.yT, self.batch.t, self.loss_rows, self.scale, xp.int32(c), xp.int32(b)))
         xp.matmul(self.za.T, self.yT.T, out=self.gW2a)
         xp.matmul(self.yT.T, p["W2"].T, out=self.dz1)
         self.sigmoid_backward(z1, self.dz1)
-        xp.matmul(self.xb.T, self.dz1, out=self.gW1)
+        xp.matmul(self.batch.x.T, self.dz1, out=self.gW1)
         xp.matmul(self.ones, self.dz1, out=self.gb1)
         p["W1"] -= self.gW1
         p["b1"] -= self.gb1

@@ -1,10 +1,11 @@
-"""One SGD step, two ways (a third, for the GPU, builds on the second in :mod:`.cuda_step`).
+"""One SGD step, written plainly and written for speed; more tuned versions build on these in
+:mod:`.cpu_step` (NumPy) and :mod:`.cuda_step` (CuPy, float32).
 
 :class:`PlainStep` is written against the array API alone (it runs under ``array_api_strict``) and
 is the reference. :class:`BufferedStep` computes the same numbers on NumPy or CuPy with every
 intermediate preallocated and written through ``out=``, the learning rate folded into the
-output gradient, and the loss taken from the step's own forward pass: it is what training uses
-on those backends. :class:`BufferedCount` scores a whole set on the same terms.
+output gradient, and the loss taken from the step's own forward pass: it is the GPU step's base
+and runs CuPy in float64. :class:`BufferedCount` scores a whole set on the same terms.
 """
 from __future__ import annotations
 
@@ -32,6 +33,34 @@ class PlainStep:
         losses[i, ...] = loss
 
 
+class Batch:
+    """Buffers for one batch, filled from a device-resident set without allocating.
+
+    ``x`` ``(B, D)`` holds the rows as floats in 0..1 and ``t`` ``(B, C)`` their one-hot labels,
+    both in the labels' dtype. uint8 images stay 4x smaller on the device; :meth:`fill` scales
+    a batch to 0..1 as it gathers it.
+    """
+
+    def __init__(self, x, onehot, batch_size: int, xp):
+        self.source, self.onehot, self.xp = x, onehot, xp
+        dt = onehot.dtype
+        self.x = xp.empty((batch_size, x.shape[1]), dt)
+        self.t = xp.empty((batch_size, onehot.shape[1]), dt)
+        self.raw = xp.empty((batch_size, x.shape[1]), x.dtype) if x.dtype != dt else None
+        self.pixel_scale = dt.type(PIXEL_SCALE)
+        self.take_mode = {"mode": "clip"} if xp.__name__ == "numpy" else {}  # no bounds buffer
+
+    def fill(self, idx) -> None:
+        """Copy rows ``idx`` ``(B,)`` of the set into ``x`` and their one-hot labels into ``t``."""
+        xp = self.xp
+        if self.raw is None:
+            xp.take(self.source, idx, axis=0, out=self.x, **self.take_mode)
+        else:
+            xp.take(self.source, idx, axis=0, out=self.raw, **self.take_mode)
+            xp.multiply(self.raw, self.pixel_scale, out=self.x)
+        xp.take(self.onehot, idx, axis=0, out=self.t, **self.take_mode)
+
+
 class BufferedStep:
     """The same step for NumPy/CuPy, allocation-free after construction.
 
@@ -47,7 +76,7 @@ class BufferedStep:
     """
 
     def __init__(self, params: dict, x, onehot, learning_rate: float, batch_size: int, xp):
-        self.x, self.onehot, self.xp = x, onehot, xp
+        self.xp = xp
         d, h = params["W1"].shape
         c = params["W2"].shape[1]
         dt = params["W1"].dtype
@@ -59,36 +88,25 @@ class BufferedStep:
         params["W2"], params["b2"] = self.W2a[:h], self.W2a[h]
         self.params = params
         self.ones = xp.ones((b,), dt)
-        self.xb = xp.empty((b, d), dt)
-        # uint8 images stay 4x smaller on the device; a batch is scaled to 0..1 as it is gathered
-        self.xb_raw = xp.empty((b, d), x.dtype) if x.dtype != dt else None
-        self.pixel_scale = dt.type(PIXEL_SCALE)
+        self.batch = Batch(x, onehot, b, xp)
         self.a1, self.dz1, self.zz = (xp.empty((b, h), dt) for _ in range(3))
         self.za = xp.ones((b, h + 1), dt)  # hidden activations plus the constant-1 column
         self.yT, self.tT_s = xp.empty((c, b), dt), xp.empty((c, b), dt)
-        self.tb = xp.empty((b, c), dt)
         self.row, self.pt = xp.empty((1, b), dt), xp.empty((b,), dt)
         self.gW1, self.gb1, self.gW2a = xp.empty((d, h), dt), xp.empty((h,), dt), xp.empty_like(self.W2a)
-        self.take_mode = {"mode": "clip"} if xp.__name__ == "numpy" else {}  # no bounds buffer
-
-    def gather(self, idx) -> None:
-        """Copy batch ``idx`` into ``xb`` (as floats in 0..1) and its one-hot rows into ``tb``."""
-        xp = self.xp
-        if self.xb_raw is None:
-            xp.take(self.x, idx, axis=0, out=self.xb, **self.take_mode)
-        else:
-            xp.take(self.x, idx, axis=0, out=self.xb_raw, **self.take_mode)
-            xp.multiply(self.xb_raw, self.pixel_scale, out=self.xb)
-        xp.take(self.onehot, idx, axis=0, out=self.tb, **self.take_mode)
 
     def __call__(self, idx, losses, i: int) -> None:
+        self.batch.fill(idx)
+        self.compute(self.batch, losses, i)
+
+    def compute(self, batch: Batch, losses, i: int) -> None:
+        """The step on an already gathered batch (its one-hot rows are overwritten)."""
         xp, p = self.xp, self.params
-        xb, a1, dz1, zz, za, yT, row, pt = (self.xb, self.a1, self.dz1, self.zz, self.za,
+        xb, a1, dz1, zz, za, yT, row, pt = (batch.x, self.a1, self.dz1, self.zz, self.za,
                                              self.yT, self.row, self.pt)
-        tT = self.tb.T
+        tT = batch.t.T
         h = a1.shape[1]
         z1 = za[:, :h]
-        self.gather(idx)
         # forward: z1 = sigmoid(x W1 + b1) = 1 / (1 + exp(-a)), into za's first h columns.
         # exp is SIMD in NumPy and tanh is not; exp(-a) = inf gives 1 / inf = 0 as it should.
         xp.matmul(xb, p["W1"], out=a1)
@@ -143,10 +161,18 @@ class BufferedCount:
         self.y = xp.empty((chunk, params["W2"].shape[1]), dt)
 
     def __call__(self, x, t_idx):
+        """Correct rows of ``x`` ``(N, D)`` against labels ``t_idx`` ``(N,)`` (0-d device array)."""
+        correct = self.xp.zeros((), dtype=self.xp.int64)
+        for part in self.chunks(x, t_idx):
+            correct += part
+        return correct
+
+    def chunks(self, x, t_idx):
+        """Yield the correct count of each chunk of rows in turn, from the parameters as they
+        are when the first chunk is asked for."""
         xp, p = self.xp, self.params
         shift = xp.sum(p["W2"], axis=0) + 2 * p["b2"]
         half_b1 = 0.5 * p["b1"]
-        correct = xp.zeros((), dtype=xp.int64)
         n = x.shape[0]
         for start in range(0, n, self.chunk):
             rows = min(self.chunk, n - start)
@@ -162,5 +188,4 @@ class BufferedCount:
             xp.tanh(a, out=a)
             xp.matmul(a, p["W2"], out=y)
             y += shift
-            correct += xp.count_nonzero(xp.argmax(y, axis=1) == t_idx[start:start + rows])
-        return correct
+            yield xp.count_nonzero(xp.argmax(y, axis=1) == t_idx[start:start + rows])

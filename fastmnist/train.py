@@ -6,12 +6,15 @@ import json
 import math
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from .backend import to_numpy
 from .network import TwoLayerNet, on_device, one_hot
+from .cpu_step import CpuStep
+from .pipeline import Pipeline, single_threaded_blas, worth_overlapping
 from .steps import BufferedCount, BufferedStep, PlainStep
 
 SAMPLING = ("replacement", "epoch")
@@ -156,7 +159,8 @@ class Progress:
 def train(net: TwoLayerNet, x_train, t_train, x_test=None, t_test=None, *, iters: int = 10_000,
           batch_size: int = 100, learning_rate: float = 0.1, sampling: str = "replacement",
           seed=None, eval_every: int | None = None, quiet: bool = False, progress=None,
-          fast: bool | None = None, cuda_graph: bool = True, log=print) -> History:
+          fast: bool | None = None, overlap: bool | None = None, cuda_graph: bool = True,
+          log=print) -> History:
     """Train ``net`` in place by mini-batch SGD and return the :class:`History`.
 
     ``x_*`` are ``(N, D)`` inputs (NumPy or device arrays; copied to the net's device once):
@@ -166,8 +170,10 @@ def train(net: TwoLayerNet, x_train, t_train, x_test=None, t_test=None, *, iters
     after step 0, every ``eval_every`` steps (default: one epoch, ``N // batch_size``) and after
     the last step; those are the only moments results cross to the host. A NaN or infinite loss
     stops the run with :class:`TrainingDiverged`. ``seed`` fixes the batches (and, on the CPU,
-    makes runs identical). ``fast`` picks the buffered NumPy/CuPy step (the default there);
-    False runs the plain array-API step. On a GPU (float32) the step runs as fused kernels and,
+    makes runs identical). ``fast`` picks the tuned NumPy/CuPy step (the default there);
+    False runs the plain array-API step. ``overlap`` (NumPy only; default: on with two or more
+    cores at batch sizes up to 1,000) gathers batches and scores the sets on a helper thread
+    beside the steps, with BLAS held to one thread each; the results are the same. On a GPU (float32) the step runs as fused kernels and,
     unless ``cuda_graph`` is False, is replayed as a CUDA graph after a check against the eager step.
     """
     xp, backend = net.xp, net.backend
@@ -181,15 +187,13 @@ def train(net: TwoLayerNet, x_train, t_train, x_test=None, t_test=None, *, iters
     if x_test is not None:
         xt = net.as_input(x_test, keep_uint8=True)
         test = (xt, net.as_labels(t_test, xt.shape[0]))
-    onehot = one_hot(t, net.sizes[2], net.dtype)
     per_epoch = max(n // batch_size, 1)
     eval_every = per_epoch if eval_every is None else int(eval_every)
     if eval_every < 1:
         raise ValueError(f"eval_every must be a positive whole number, got {eval_every!r}")
     if fast is None:
         fast = backend.has_ufuncs
-    step = make_step(fast, net, x, onehot, learning_rate, batch_size, cuda_graph)
-    count = BufferedCount(net.params, xp) if fast else net.count_correct
+    step = make_step(fast, net, x, t, learning_rate, batch_size, cuda_graph)
     sampler = BatchSampler(backend, n, batch_size, sampling, seed)
     # per-row losses of the steps since the last evaluation, averaged on the host there
     losses = xp.zeros((min(eval_every, iters), batch_size), dtype=net.dtype)
@@ -199,31 +203,106 @@ def train(net: TwoLayerNet, x_train, t_train, x_test=None, t_test=None, *, iters
         "sizes": list(net.sizes), "train_rows": n, "test_rows": None if test is None else test[0].shape[0],
         "eval_every": eval_every, "step": type(step).__name__})
     bar = Progress(iters, (not quiet) and (sys.stderr.isatty() if progress is None else progress))
-    started = time.perf_counter()
-    first = 0  # the first step whose loss is not yet on the host
+    sets = [(x, t)] + ([test] if test is not None else [])
+    loop = Loop(history, step, sampler, losses, sets, eval_every, per_epoch, learning_rate,
+                bar, None if quiet else log)
+    if overlap is None:
+        overlap = fast and worth_overlapping(backend, batch_size)
+    elif overlap and not (fast and xp is np):
+        raise ValueError("overlap=True is for the buffered NumPy step on the CPU "
+                         "(device='cpu', fast=True); leave it unset elsewhere")
     with np.errstate(all="ignore"):  # a diverging run is caught below, with a better message
-        for i in range(iters):
-            step(sampler(i), losses, i - first)
-            if i % eval_every == 0 or i == iters - 1:
-                record_losses(history, losses[: i - first + 1, ...], first, learning_rate)
-                first = i + 1
-                t0 = time.perf_counter()
-                history.eval_steps.append(i)
-                history.train_acc.append(accuracy(count, x, t))
-                history.test_acc.append(None if test is None else accuracy(count, *test))
-                history.eval_seconds += time.perf_counter() - t0
-                if not quiet:
-                    bar.close()
-                    log(epoch_line(history, i, per_epoch))
-            bar.update(i, history.loss)
+        with single_threaded_blas() if overlap else nullcontext(False) as blas_limited:
+            history.config["overlap"] = bool(blas_limited)
+            count = BufferedCount(net.params, xp) if fast else net.count_correct
+            if blas_limited:
+                with Pipeline(step.new_batch, sampler, iters, sets) as pipe:
+                    loop.overlapped(iters, pipe)
+            else:
+                loop.serial(iters, count)
+        if blas_limited:  # the last scoring has nothing to overlap: all BLAS threads take it
+            loop.score(count)
     bar.close()
-    history.train_seconds = time.perf_counter() - started - history.eval_seconds
     return history
 
 
-def make_step(fast, net, x, onehot, learning_rate, batch_size, cuda_graph=True):
-    """The step for this backend: fused kernels (and a CUDA graph) for float32 on a GPU, the
-    buffered step on NumPy/CuPy, or the plain array-API step when ``fast`` is False."""
+class Loop:
+    """The training loop, serial or overlapped with a :class:`~fastmnist.pipeline.Pipeline`.
+
+    Both record the same History: per-step losses (checked for NaN at each evaluation point)
+    and accuracies at ``eval_steps``. Serially, ``eval_seconds`` is the time spent scoring;
+    overlapped, scoring runs beside the steps and ``eval_seconds`` is only the wait for the
+    last scorings after the last step, plus the last one, which the caller makes with
+    :meth:`score` once BLAS has all its threads back.
+    """
+
+    def __init__(self, history, step, sampler, losses, sets, eval_every, per_epoch, lr, bar, log):
+        self.history, self.step, self.sampler, self.losses = history, step, sampler, losses
+        self.sets, self.eval_every, self.per_epoch, self.lr = sets, eval_every, per_epoch, lr
+        self.bar, self.log = bar, log
+        self.first = 0  # the first step whose loss is not yet on the host
+
+    def is_eval_step(self, i: int, iters: int) -> bool:
+        return i % self.eval_every == 0 or i == iters - 1
+
+    def take_losses(self, i: int) -> None:
+        """Bring the losses of the steps up to ``i`` to the host and mark ``i`` an eval step."""
+        record_losses(self.history, self.losses[: i - self.first + 1, ...], self.first, self.lr)
+        self.first = i + 1
+        self.history.eval_steps.append(i)
+
+    def record_scores(self, counts) -> None:
+        h = self.history
+        accs = [float(to_numpy(c)) / x.shape[0] for c, (x, _) in zip(counts, self.sets)]
+        h.train_acc.append(accs[0])
+        h.test_acc.append(accs[1] if len(accs) > 1 else None)
+        if self.log:
+            self.bar.close()
+            self.log(epoch_line(h, len(h.train_acc) - 1, self.per_epoch))
+
+    def score(self, count) -> None:
+        """Score every set with ``count`` on the calling thread."""
+        t0 = time.perf_counter()
+        self.record_scores([count(x, t) for x, t in self.sets])
+        self.history.eval_seconds += time.perf_counter() - t0
+
+    def serial(self, iters: int, count) -> None:
+        h, started = self.history, time.perf_counter()
+        for i in range(iters):
+            self.step(self.sampler(i), self.losses, i - self.first)
+            if self.is_eval_step(i, iters):
+                self.take_losses(i)
+                self.score(count)
+            self.bar.update(i, h.loss)
+        h.train_seconds = time.perf_counter() - started - h.eval_seconds
+
+    def overlapped(self, iters: int, pipe) -> None:
+        h, started = self.history, time.perf_counter()
+        for i in range(iters):
+            batch, slot = pipe.next_batch()
+            self.step.compute(batch, self.losses, i - self.first)
+            pipe.release(slot)
+            if self.is_eval_step(i, iters):
+                self.take_losses(i)
+                if i < iters - 1:
+                    pipe.score(i, self.step.params)
+                for _, counts in pipe.finished():
+                    self.record_scores(counts)
+            self.bar.update(i, h.loss)
+        t0 = time.perf_counter()
+        h.train_seconds = t0 - started
+        for _, counts in pipe.finished(wait_for=len(h.eval_steps) - 1 - len(h.train_acc)):
+            self.record_scores(counts)
+        h.eval_seconds = time.perf_counter() - t0
+
+
+def make_step(fast, net, x, t, learning_rate, batch_size, cuda_graph=True):
+    """The step for this backend, on training rows ``x`` with integer labels ``t``: fused kernels
+    (and a CUDA graph) for float32 on a GPU, the buffered step elsewhere on CuPy, the tuned NumPy
+    step on the CPU, or the plain array-API step when ``fast`` is False."""
+    if fast and net.xp is np:
+        return CpuStep(net.params, x, t, learning_rate, batch_size)
+    onehot = one_hot(t, net.sizes[2], net.dtype)
     if fast and net.backend.is_cuda and net.dtype_name == "float32":
         from .cuda_step import CudaStep
 
@@ -251,7 +330,9 @@ def accuracy(count, x, t) -> float:
     return float(to_numpy(count(x, t))) / x.shape[0]
 
 
-def epoch_line(h: History, step: int, per_epoch: int) -> str:
-    test = "" if h.test_acc[-1] is None else f"  test acc {h.test_acc[-1]:.4f}"
-    return (f"epoch {step / per_epoch:6.2f}  step {step:6d}  loss {h.loss[-1]:.4f}  "
-            f"train acc {h.train_acc[-1]:.4f}{test}")
+def epoch_line(h: History, k: int, per_epoch: int) -> str:
+    """The log line of evaluation ``k``."""
+    step = h.eval_steps[k]
+    test = "" if h.test_acc[k] is None else f"  test acc {h.test_acc[k]:.4f}"
+    return (f"epoch {step / per_epoch:6.2f}  step {step:6d}  loss {h.loss[step]:.4f}  "
+            f"train acc {h.train_acc[k]:.4f}{test}")

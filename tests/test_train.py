@@ -29,10 +29,10 @@ def test_same_seed_same_history_and_weights():
     assert hc.loss != ha.loss
 
 
-def test_buffered_step_matches_the_plain_step():
+def test_fast_training_matches_plain_training():
     quick, hf = run(seed=2, iters=300, fast=True, learning_rate=0.5)
     plain, hp = run(seed=2, iters=300, fast=False, learning_rate=0.5)
-    assert hf.config["step"] == "BufferedStep" and hp.config["step"] == "PlainStep"
+    assert hf.config["step"] == "CpuStep" and hp.config["step"] == "PlainStep"
     for k in quick.params:
         np.testing.assert_allclose(quick.params[k], plain.params[k], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(hf.loss, hp.loss, rtol=1e-4)

@@ -1,0 +1,84 @@
+"""The three steps compute the same SGD: the tuned CPU step and the GPU's buffered base step
+against the plain array-API reference, on the same batches, within float32 rounding."""
+import numpy as np
+import pytest
+
+from fastmnist import TwoLayerNet
+from fastmnist.cpu_step import CpuStep
+from fastmnist.network import one_hot
+from fastmnist.steps import BufferedCount, BufferedStep, PlainStep
+from tests.conftest import small_problem
+
+STEPS, BATCH, LR = 300, 20, 0.5
+
+
+def make(kind, net, x, t):
+    if kind == "cpu":
+        return CpuStep(net.params, x, t, LR, BATCH)
+    if kind == "buffered":
+        return BufferedStep(net.params, x, one_hot(t, 10, net.dtype), LR, BATCH, np)
+    return PlainStep(net.params, x, one_hot(t, 10, net.dtype), LR)
+
+
+def run(kind, x, t, dtype="float32"):
+    net = TwoLayerNet(seed=2, device="cpu", dtype=dtype)
+    xd, td = net.as_input(x, keep_uint8=True), net.as_labels(t, x.shape[0])
+    step = make(kind, net, xd, td)
+    rows = np.random.default_rng(0).integers(0, x.shape[0], (STEPS, BATCH))
+    losses = np.zeros((STEPS, BATCH), net.dtype)
+    with np.errstate(all="ignore"):
+        for i in range(STEPS):
+            step(rows[i], losses, i)
+    return net, losses
+
+
+@pytest.mark.parametrize("kind", ["cpu", "buffered"])
+def test_fast_steps_match_the_plain_step(kind):
+    x, t = small_problem(n=200, d=784, seed=1)
+    x = x.astype(np.float32)
+    fast, fast_losses = run(kind, x, t)
+    plain, plain_losses = run("plain", x, t)
+    for k in plain.params:
+        assert fast.params[k].shape == plain.params[k].shape
+        np.testing.assert_allclose(fast.params[k], plain.params[k], rtol=1e-4, atol=1e-5)
+    # the plain step stores each batch's mean over its row; the fast ones per-row losses
+    np.testing.assert_allclose(fast_losses.mean(axis=1), plain_losses[:, 0], rtol=1e-4)
+    assert np.abs(fast.params["W1"] - TwoLayerNet(seed=2).params["W1"]).max() > 1e-3  # it moved
+
+
+def test_cpu_step_in_float64_matches_to_double_precision():
+    x, t = small_problem(n=200, d=784, seed=1)
+    fast, fast_losses = run("cpu", x, t, "float64")
+    plain, plain_losses = run("plain", x, t, "float64")
+    for k in plain.params:
+        np.testing.assert_allclose(fast.params[k], plain.params[k], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(fast_losses.mean(axis=1), plain_losses[:, 0], rtol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["cpu", "buffered"])
+def test_uint8_batches_are_scaled_as_they_are_gathered(kind):
+    x, t = small_problem(n=200, d=784, seed=1)
+    pixels = (x * 255).round().astype(np.uint8)
+    a, _ = run(kind, pixels, t)
+    b, _ = run(kind, pixels.astype(np.float32) / 255, t)
+    np.testing.assert_allclose(a.params["W1"], b.params["W1"], rtol=1e-5, atol=1e-7)
+
+
+def test_cpu_step_keeps_params_usable_views():
+    x, t = small_problem(n=50, d=784)
+    net = TwoLayerNet(seed=0, device="cpu")
+    step = CpuStep(net.params, net.as_input(x), net.as_labels(t, 50), 0.1, 10)
+    step(np.arange(10), np.zeros((1, 10), np.float32), 0)
+    assert {k: v.shape for k, v in net.params.items()} == {
+        "W1": (784, 50), "b1": (50,), "W2": (50, 10), "b2": (10,)}
+    assert all(np.isfinite(v).all() for v in net.params.values())
+    np.testing.assert_allclose(net.predict(x).sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_chunked_count_matches_the_network():
+    x, t = small_problem(n=257, d=784, seed=3)
+    net = TwoLayerNet(seed=1, weight_init_std=0.3, device="cpu")
+    xd, td = net.as_input(x), net.as_labels(t, 257)
+    expected = int(np.sum(np.argmax(net.predict(xd), axis=1) == td))
+    assert int(BufferedCount(net.params, np, chunk=50)(xd, td)) == expected
+    assert sum(int(c) for c in BufferedCount(net.params, np, chunk=100).chunks(xd, td)) == expected
