@@ -49,9 +49,7 @@ def main(argv=None) -> dict:
         results["memory"] = bench.peak_host_memory(load, args.device, args.iters)
     print(bench.workload_table(results))
     if "memory" in results:
-        m = results["memory"]
-        print(f"peak host memory while loading + training: {m['peak_bytes'] / 2**20:.0f} MiB "
-              f"(dataset in float32: {m['dataset_bytes'] / 2**20:.0f} MiB)")
+        print(bench.memory_line(results["memory"]))
     if args.json:
         bench.to_json(results, args.json)
     if args.chart:

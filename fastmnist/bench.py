@@ -4,6 +4,8 @@ Variants of the article's workload (10,000 SGD steps of batch 100 through 784-50
 train and test evaluation every epoch and after the last step):
 
 - ``fastmnist``: :func:`fastmnist.train`.
+- ``fastmnist-serial``: the same with ``overlap=False`` on the CPU: no helper thread, so the
+  evaluations and batch gathers run between the steps (what the overlap buys).
 - ``article-float64``: the article's algorithm as it wrote it (float64, one-hot labels, a second
   forward pass for the loss), reimplemented here as the reference.
 - ``numpy-float32``: the same plain code in float32.
@@ -110,11 +112,11 @@ def run_article(xp, data, dtype, iters, batch, lr, seed=0) -> dict:
 
 
 # -- fastmnist -----------------------------------------------------------------------------------
-def run_fastmnist(device, data, iters, batch, lr, seed=0) -> dict:
+def run_fastmnist(device, data, iters, batch, lr, seed=0, overlap=None) -> dict:
     (x, t), (xt, tt) = data
     net = TwoLayerNet(seed=seed, device=device)
     h = train(net, x, t, xt, tt, iters=iters, batch_size=batch, learning_rate=lr, seed=seed,
-              quiet=True)
+              quiet=True, overlap=overlap)
     net.backend.synchronize()
     return {"test_acc": h.test_acc[-1], "final_loss": float(np.mean(h.loss[-100:]))}
 
@@ -223,6 +225,9 @@ def workload(data, device="cpu", iters=10_000, batch=100, lr=0.1, repeat=2, vari
         "numpy-float32": lambda: run_article(backend.xp, data, backend.dtype("float32"), iters, batch, lr),
         "article-float64": lambda: run_article(backend.xp, data, backend.dtype("float64"), iters, batch, lr),
     }
+    if not backend.is_cuda:  # a GPU run is one stream of work already
+        todo["fastmnist-serial"] = lambda: run_fastmnist(backend, data, iters, batch, lr,
+                                                         overlap=False)
     if torch_module() is not None:
         todo["torch"] = lambda: run_torch(backend.device, data, iters, batch, lr)
     if variants:
@@ -248,6 +253,9 @@ def workload(data, device="cpu", iters=10_000, batch=100, lr=0.1, repeat=2, vari
 
 def peak_host_memory(data_loader, device="cpu", iters=10_000) -> dict:
     """Peak bytes allocated on the host (tracemalloc) while loading the data and training."""
+    backend = get_backend(device)
+    if backend.is_cuda:  # count only this run's blocks in the pool below
+        backend.xp.get_default_memory_pool().free_all_blocks()
     tracemalloc.start()
     data = data_loader()
     base = tracemalloc.get_traced_memory()[0]
@@ -256,10 +264,17 @@ def peak_host_memory(data_loader, device="cpu", iters=10_000) -> dict:
     tracemalloc.stop()
     dataset = sum(a.nbytes for pair in data for a in pair)
     out = {"peak_bytes": peak, "dataset_bytes": dataset, "peak_over_dataset_bytes": peak - base}
-    backend = get_backend(device)
-    if backend.is_cuda:
+    if backend.is_cuda:  # the pool keeps what it once held: this run's peak, near enough
         out["gpu_pool_bytes"] = int(backend.xp.get_default_memory_pool().total_bytes())
     return out
+
+
+def memory_line(m: dict) -> str:
+    line = (f"peak host memory while loading + training: {m['peak_bytes'] / 2**20:.0f} MiB "
+            f"(dataset in float32: {m['dataset_bytes'] / 2**20:.0f} MiB)")
+    if "gpu_pool_bytes" in m:
+        line += f"; GPU memory pool after training: {m['gpu_pool_bytes'] / 2**20:.0f} MiB"
+    return line
 
 
 # -- the forward/backward core ---

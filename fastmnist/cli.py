@@ -70,10 +70,11 @@ def cmd_train(args) -> int:
         say(f"augmented: training on {x.shape[0]} rows (originals plus jittered copies)")
     history = train(net, x, t, xt, tt, iters=iters, batch_size=args.batch_size,
                     learning_rate=args.lr, sampling=args.sampling, seed=args.seed,
-                    eval_every=args.eval_every, quiet=args.quiet)
+                    eval_every=args.eval_every, quiet=args.quiet, overlap=args.overlap)
     acc = history.test_acc[-1]
+    evaluation = ("evaluation alongside, then " if history.config["overlap"] else "evaluation ")
     print(f"test accuracy {acc:.4f} after {iters} steps; training {history.train_seconds:.2f} s, "
-          f"evaluation {history.eval_seconds:.2f} s")
+          f"{evaluation}{history.eval_seconds:.2f} s")
     if args.save:
         path = net.save(args.save, dataset=args.dataset, test_accuracy=acc,
                         train_accuracy=history.train_acc[-1], iters=iters, augment=args.augment)
@@ -112,6 +113,9 @@ def add_train(sub) -> None:
                    help="add shifted/rotated/scaled/thickened copies of the training digits")
     add_device_args(p)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=None,
+                   help="CPU: gather batches and score on a second thread beside the steps "
+                        "(default: on with 2+ cores and batches up to 1000)")
     p.add_argument("--save", default="model.npz", help="model file to write ('' to skip)")
     p.add_argument("--plot", default=None, help="write the loss/accuracy figure (PNG)")
     p.add_argument("--history", default=None, help="write the history (.json or .csv)")
@@ -290,15 +294,20 @@ def cmd_bench(args) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (x, t), (xt, tt) = load_mnist(normalize=True, dataset=args.dataset, data_dir=args.data_dir)
     iters, batches, hiddens, rows = 10_000, (100, 1000, 10_000, 60_000), (50, 256, 1024), 60_000
     if args.quick:
         iters, batches, hiddens, rows = 300, (100, 1000), (50,), 5000
-        x, t = x[:5000], t[:5000]
+
+    def load():
+        (x, t), (xt, tt) = load_mnist(normalize=True, dataset=args.dataset, data_dir=args.data_dir)
+        return (x[:rows], t[:rows]), (xt, tt)
+
     print(f"article workload ({iters} steps) on {args.dataset}, device {args.device}:")
-    results = bench.workload(((x, t), (xt, tt)), args.device, iters, repeat=args.repeat)
+    results = bench.workload(load(), args.device, iters, repeat=args.repeat)
     results["workload"]["dataset"] = args.dataset
+    results["memory"] = bench.peak_host_memory(load, args.device, iters)
     print(bench.workload_table(results))
+    print(bench.memory_line(results["memory"]))
     bench.to_json(results, out / "workload.json")
     bench.workload_chart(results, out / "workload.png")
     steps = bench.core(args.device, batches, hiddens, repeat=3, rows=rows)

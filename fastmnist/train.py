@@ -173,7 +173,8 @@ def train(net: TwoLayerNet, x_train, t_train, x_test=None, t_test=None, *, iters
     makes runs identical). ``fast`` picks the tuned NumPy/CuPy step (the default there);
     False runs the plain array-API step. ``overlap`` (NumPy only; default: on with two or more
     cores at batch sizes up to 1,000) gathers batches and scores the sets on a helper thread
-    beside the steps, with BLAS held to one thread each; the results are the same. On a GPU (float32) the step runs as fused kernels and,
+    beside the steps, with BLAS held to one thread each: the same batches and scores, and the
+    same weights to float32 rounding (one BLAS thread sums in another order than two). On a GPU (float32) the step runs as fused kernels and,
     unless ``cuda_graph`` is False, is replayed as a CUDA graph after a check against the eager step.
     """
     xp, backend = net.xp, net.backend
@@ -242,9 +243,6 @@ class Loop:
         self.bar, self.log = bar, log
         self.first = 0  # the first step whose loss is not yet on the host
 
-    def is_eval_step(self, i: int, iters: int) -> bool:
-        return i % self.eval_every == 0 or i == iters - 1
-
     def take_losses(self, i: int) -> None:
         """Bring the losses of the steps up to ``i`` to the host and mark ``i`` an eval step."""
         record_losses(self.history, self.losses[: i - self.first + 1, ...], self.first, self.lr)
@@ -270,10 +268,11 @@ class Loop:
         h, started = self.history, time.perf_counter()
         for i in range(iters):
             self.step(self.sampler(i), self.losses, i - self.first)
-            if self.is_eval_step(i, iters):
+            if i % self.eval_every == 0 or i == iters - 1:
                 self.take_losses(i)
                 self.score(count)
-            self.bar.update(i, h.loss)
+            if self.bar.enabled:
+                self.bar.update(i, h.loss)
         h.train_seconds = time.perf_counter() - started - h.eval_seconds
 
     def overlapped(self, iters: int, pipe) -> None:
@@ -282,13 +281,14 @@ class Loop:
             batch, slot = pipe.next_batch()
             self.step.compute(batch, self.losses, i - self.first)
             pipe.release(slot)
-            if self.is_eval_step(i, iters):
+            if i % self.eval_every == 0 or i == iters - 1:
                 self.take_losses(i)
                 if i < iters - 1:
                     pipe.score(i, self.step.params)
                 for _, counts in pipe.finished():
                     self.record_scores(counts)
-            self.bar.update(i, h.loss)
+            if self.bar.enabled:
+                self.bar.update(i, h.loss)
         t0 = time.perf_counter()
         h.train_seconds = t0 - started
         for _, counts in pipe.finished(wait_for=len(h.eval_steps) - 1 - len(h.train_acc)):

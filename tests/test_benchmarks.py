@@ -18,7 +18,7 @@ def test_workload_benchmark(tmp_path, fashion_dir, capsys):
                                "--memory", "--json", str(tmp_path / "w.json"),
                                "--chart", str(tmp_path / "w.png")])
     rows = out["results"]
-    assert {"fastmnist", "article-float64", "numpy-float32", "matmul-floor"} <= set(rows)
+    assert {"fastmnist", "fastmnist-serial", "article-float64", "numpy-float32", "matmul-floor"} <= set(rows)
     assert rows["matmul-floor"]["ratio_to_floor"] == 1.0
     assert all(r["seconds"] > 0 for r in rows.values())
     assert out["memory"]["peak_bytes"] > out["memory"]["dataset_bytes"] > 0
@@ -60,11 +60,15 @@ def test_bench_command_quick(tmp_path, fashion_dir, monkeypatch, capsys):
     monkeypatch.setattr(bench, "STEPS", 2)
     assert cli(["bench", "--quick", "--repeat", "1", "--out", str(tmp_path)]) == 0
     assert {p.name for p in tmp_path.iterdir()} == {"workload.json", "workload.png", "core.json", "core.png"}
+    assert "peak host memory while loading + training" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "workload.json").read_text())
+    assert saved["memory"]["peak_bytes"] > saved["memory"]["dataset_bytes"] > 0
 
 
 @pytest.mark.cuda
 def test_workload_benchmark_on_the_gpu(fashion_dir):
     import bench_workload
 
-    out = bench_workload.main(["--device", "cuda", "--iters", "200", "--repeat", "1"])
+    out = bench_workload.main(["--device", "cuda", "--iters", "200", "--repeat", "1", "--memory"])
     assert out["environment"]["device"].startswith("cuda")
+    assert out["memory"]["gpu_pool_bytes"] > 0

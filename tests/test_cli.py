@@ -28,6 +28,15 @@ def test_train_end_to_end_writes_model_plot_and_history(tmp_path, fashion_dir, c
     assert default_model() == str(model.resolve())  # `fastmnist predict` finds it by itself
 
 
+@pytest.mark.parametrize("flag, overlapped", [("--overlap", True), ("--no-overlap", False)])
+def test_train_overlap_switch(tmp_path, fashion_dir, capsys, flag, overlapped):
+    hist = tmp_path / "h.json"
+    assert main(["train", "--dataset", "fashion-mnist", "--train-limit", "500", "--iters", "20",
+                 "--device", "cpu", "--save", "", "--history", str(hist), flag]) == 0
+    assert History.from_json(hist).config["overlap"] is overlapped
+    assert ("evaluation alongside" in capsys.readouterr().out) is overlapped
+
+
 def test_train_with_augmentation(tmp_path, fashion_dir, capsys):
     model = tmp_path / "aug.npz"
     assert main(["train", "--dataset", "fashion-mnist", "--train-limit", "500", "--augment",
