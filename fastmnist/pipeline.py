@@ -74,7 +74,7 @@ class Pipeline:
         self.batches = [new_batch() for _ in range(slots)]
         self.sampler, self.iters, self.sets, self.chunk = sampler, iters, sets, chunk
         self.inbox, self.ready, self.scores = queue.SimpleQueue(), queue.SimpleQueue(), queue.SimpleQueue()
-        self.next_step = 0
+        self.next_step, self.counter = 0, None
         self.local, self.released = deque(), []  # the training loop's side of the handover
         self.thread = threading.Thread(target=self._serve, name="fastmnist-pipeline", daemon=True)
 
@@ -165,7 +165,10 @@ class Pipeline:
 
     def _scoring(self, step: int, params: dict):
         """A generator that scores every set a chunk per ``next()``, then posts the counts."""
-        counter = BufferedCount(params, np, self.chunk)
+        if self.counter is None:
+            self.counter = BufferedCount(params, np, self.chunk)
+        counter = self.counter
+        counter.params = params  # its buffers serve every scoring, one at a time
         counts = []
         for x, t in self.sets:
             total = 0
