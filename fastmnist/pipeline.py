@@ -59,14 +59,22 @@ def single_threaded_blas():
         yield True
 
 
+def helper_failed(exc: BaseException) -> RuntimeError:
+    error = RuntimeError(f"training's helper thread (batch gathering and scoring) failed: {exc!r}; "
+                         "train(..., overlap=False) runs without it")
+    error.__cause__ = exc
+    return error
+
+
 class Pipeline:
     """The helper thread and the queues between it and the training loop.
 
     ``new_batch()`` makes an empty batch (an object whose ``fill(idx)`` gathers rows ``idx``),
     ``sampler(i)`` gives step ``i``'s row indices, ``sets`` is a list of ``(x, t_idx)`` NumPy
-    pairs to score at each evaluation. Use as a context manager; inside it, per step: ``batch, slot = next_batch()``,
-    step on ``batch``, ``release(slot)``; at an evaluation point ``score(step, params)``;
-    ``finished()`` hands back ``(step, counts)`` for the scorings done so far, in order.
+    pairs to score at each evaluation. Use as a context manager; inside it, per step:
+    ``batch, slot = next_batch()``, step on ``batch``, ``release(slot)``; at an evaluation
+    point ``score(step, params)``; ``finished()`` hands back ``(step, counts)`` for the
+    scorings done so far, in order. A failure on the helper thread is raised on the caller's.
     """
 
     def __init__(self, new_batch, sampler, iters: int, sets, slots: int = SLOTS,
@@ -94,7 +102,7 @@ class Pipeline:
         if not self.local:
             group = self.ready.get()
             if isinstance(group, BaseException):
-                raise RuntimeError("the batch-gathering thread failed (the cause is below)") from group
+                raise helper_failed(group)
             self.local.extend(group)
         slot = self.local.popleft()
         return self.batches[slot], slot
@@ -119,7 +127,7 @@ class Pipeline:
             except queue.Empty:
                 return done
             if isinstance(item, BaseException):
-                raise RuntimeError("the evaluation thread failed (the cause is below)") from item
+                raise helper_failed(item)
             done.append(item)
 
     # -- the helper thread ------------------------------------------------------------------

@@ -174,8 +174,9 @@ def train(net: TwoLayerNet, x_train, t_train, x_test=None, t_test=None, *, iters
     False runs the plain array-API step. ``overlap`` (NumPy only; default: on with two or more
     cores at batch sizes up to 1,000) gathers batches and scores the sets on a helper thread
     beside the steps, with BLAS held to one thread each: the same batches and scores, and the
-    same weights to float32 rounding (one BLAS thread sums in another order than two). On a GPU (float32) the step runs as fused kernels and,
-    unless ``cuda_graph`` is False, is replayed as a CUDA graph after a check against the eager step.
+    same weights to float32 rounding (one BLAS thread sums in another order than two). On a
+    GPU (float32) the step runs as fused kernels and, unless ``cuda_graph`` is False, is
+    replayed as a CUDA graph after a check against the eager step.
     """
     xp, backend = net.xp, net.backend
     check_finite(x_train, "x_train")
@@ -210,7 +211,7 @@ def train(net: TwoLayerNet, x_train, t_train, x_test=None, t_test=None, *, iters
     if overlap is None:
         overlap = fast and worth_overlapping(backend, batch_size)
     elif overlap and not (fast and xp is np):
-        raise ValueError("overlap=True is for the buffered NumPy step on the CPU "
+        raise ValueError("overlap=True is for the NumPy step on the CPU "
                          "(device='cpu', fast=True); leave it unset elsewhere")
     with np.errstate(all="ignore"):  # a diverging run is caught below, with a better message
         with single_threaded_blas() if overlap else nullcontext(False) as blas_limited:
@@ -323,11 +324,6 @@ def record_losses(history: History, losses, first: int, lr: float) -> None:
             f"Try a smaller learning rate (it was {lr}), check that the inputs are scaled to 0-1 "
             "(load_mnist(normalize=True)), or use dtype='float64'.")
     history.loss.extend(chunk.tolist())
-
-
-def accuracy(count, x, t) -> float:
-    """Accuracy on device data from a correct-count function (one host synchronisation)."""
-    return float(to_numpy(count(x, t))) / x.shape[0]
 
 
 def epoch_line(h: History, k: int, per_epoch: int) -> str:

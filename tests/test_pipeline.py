@@ -64,21 +64,26 @@ def test_divergence_stops_the_helper_too():
     assert not helpers()
 
 
-def test_a_failing_helper_is_reported_not_hung(monkeypatch):
+@pytest.mark.parametrize("where", ["gathering", "scoring"])
+def test_a_failing_helper_is_reported_not_hung(monkeypatch, where):
     from fastmnist.cpu_step import CpuBatch
+    from fastmnist.steps import BufferedCount
 
-    def broken(self, idx):
-        raise MemoryError("no room for the batch")
+    def broken(*args):
+        raise MemoryError(f"no room for the {where}")
 
-    monkeypatch.setattr(CpuBatch, "fill", broken)
-    with pytest.raises(RuntimeError, match="batch-gathering thread failed") as info:
+    if where == "gathering":
+        monkeypatch.setattr(CpuBatch, "fill", broken)
+    else:
+        monkeypatch.setattr(BufferedCount, "chunks", broken)
+    with pytest.raises(RuntimeError, match="helper thread .* failed: MemoryError.*overlap=False") as info:
         run(True, 50)
     assert isinstance(info.value.__cause__, MemoryError)
     assert not helpers()
 
 
 def test_overlap_is_refused_where_it_cannot_run():
-    with pytest.raises(ValueError, match="overlap=True is for the buffered NumPy step"):
+    with pytest.raises(ValueError, match="overlap=True is for the NumPy step on the CPU"):
         run(True, 5, fast=False)
 
 
