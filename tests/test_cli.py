@@ -101,3 +101,15 @@ def test_data_commands(fashion_dir, isolated_cache, capsys):
     assert capsys.readouterr().out.strip() == str(isolated_cache / "fashion-mnist")
     assert main(["data", "verify", "mnist"]) == 1  # the MNIST training set is not on this machine
     assert "could not load the mnist train set" in capsys.readouterr().err
+
+
+def test_import_leaves_scipy_and_matplotlib_until_needed():
+    code = ("import sys, fastmnist\n"
+            "assert 'scipy' not in sys.modules and 'matplotlib' not in sys.modules\n"
+            "from fastmnist import plot_history, predict_image, preprocess_image\n"
+            "assert callable(plot_history) and callable(predict_image) and 'scipy' in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        import fastmnist
+
+        fastmnist.nope
