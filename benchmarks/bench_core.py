@@ -33,10 +33,7 @@ def main(argv=None) -> dict:
     results = {"environment": bench.environment(bench.get_backend(args.device)),
                "steps": rows, "evaluation": evaluation}
     print(bench.core_table(rows, evaluation))
-    if args.json:
-        bench.to_json(results, args.json)
-    if args.chart:
-        bench.core_chart(rows, args.chart)
+    bench.save(results, args.json, args.chart, bench.core_chart, rows)
     return results
 
 

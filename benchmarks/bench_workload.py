@@ -50,10 +50,7 @@ def main(argv=None) -> dict:
     print(bench.workload_table(results))
     if "memory" in results:
         print(bench.memory_line(results["memory"]))
-    if args.json:
-        bench.to_json(results, args.json)
-    if args.chart:
-        bench.workload_chart(results, args.chart)
+    bench.save(results, args.json, args.chart, bench.workload_chart)
     return results
 
 

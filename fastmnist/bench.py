@@ -385,6 +385,15 @@ def torch_step_time(torch, backend, xb, tb, hidden, repeat) -> float:
     return timed(steps, get_backend("cpu"), repeat, 1) / STEPS
 
 
+def save(results: dict, json_path=None, chart_path=None, chart=None, chart_data=None) -> None:
+    """Write ``results`` as JSON and ``chart(chart_data or results, path)`` as PNG, each only
+    where a path is given."""
+    if json_path:
+        to_json(results, json_path)
+    if chart_path:
+        chart(results if chart_data is None else chart_data, chart_path)
+
+
 def to_json(results: dict, path) -> None:
     with open(path, "w", encoding="utf-8") as f:
         json.dump(results, f, indent=1, default=lambda o: to_numpy(o).tolist())

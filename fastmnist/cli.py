@@ -308,14 +308,12 @@ def cmd_bench(args) -> int:
     results["memory"] = bench.peak_host_memory(load, args.device, iters)
     print(bench.workload_table(results))
     print(bench.memory_line(results["memory"]))
-    bench.to_json(results, out / "workload.json")
-    bench.workload_chart(results, out / "workload.png")
+    bench.save(results, out / "workload.json", out / "workload.png", bench.workload_chart)
     steps = bench.core(args.device, batches, hiddens, repeat=3, rows=rows)
     evaluation = bench.evaluation(args.device, rows=rows)
     print(bench.core_table(steps, evaluation))
-    bench.to_json({"environment": results["environment"], "steps": steps,
-                   "evaluation": evaluation}, out / "core.json")
-    bench.core_chart(steps, out / "core.png")
+    bench.save({"environment": results["environment"], "steps": steps, "evaluation": evaluation},
+               out / "core.json", out / "core.png", bench.core_chart, steps)
     print(f"results written to {out}/ (workload.json/.png, core.json/.png)")
     return 0
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .network import PIXEL_SCALE
+from .steps import Rows
 
 
 class CpuBatch:
@@ -32,21 +32,16 @@ class CpuBatch:
     """
 
     def __init__(self, step: "CpuStep"):
-        b, d = step.batch_size, step.source.shape[1]
-        self.step = step
-        self.x = np.empty((b, d), step.dtype)
-        self.raw = np.empty((b, d), step.source.dtype) if step.source.dtype != step.dtype else None
+        b = step.batch_size
+        self.step, self.rows = step, Rows(step.source, b, step.dtype, np)
+        self.x = self.rows.x
         self.flat = np.empty((b,), np.intp)
         self.tT = np.zeros((step.classes, b), step.dtype)
 
     def fill(self, idx) -> None:
         """Gather rows ``idx`` ``(B,)`` of the training set into this batch."""
         s = self.step
-        if self.raw is None:
-            np.take(s.source, idx, axis=0, out=self.x, mode="clip")
-        else:  # uint8 pixels, scaled to 0..1 here
-            np.take(s.source, idx, axis=0, out=self.raw, mode="clip")
-            np.multiply(self.raw, s.pixel_scale, out=self.x)
+        self.rows.fill(idx)
         np.take(s.target_base, idx, out=self.flat, mode="clip")
         self.flat += s.offsets
         self.tT.fill(0)
@@ -68,7 +63,7 @@ class CpuStep:
         dt = params["W1"].dtype
         b = batch_size
         self.source, self.dtype, self.classes, self.batch_size = x, dt, c, b
-        self.scale, self.pixel_scale = dt.type(learning_rate / b), dt.type(PIXEL_SCALE)
+        self.scale = dt.type(learning_rate / b)
         self.target_base = np.asarray(labels, dtype=np.intp) * b  # + row offset = flat index
         self.offsets = np.arange(b, dtype=np.intp)
         self.b1a = np.empty((h + 1,), dt)

@@ -33,32 +33,42 @@ class PlainStep:
         losses[i, ...] = loss
 
 
-class Batch:
-    """Buffers for one batch, filled from a device-resident set without allocating.
+class Rows:
+    """Gathers rows of a device-resident image set into ``x`` ``(B, D)`` as floats in 0..1.
 
-    ``x`` ``(B, D)`` holds the rows as floats in 0..1 and ``t`` ``(B, C)`` their one-hot labels,
-    both in the labels' dtype. uint8 images stay 4x smaller on the device; :meth:`fill` scales
-    a batch to 0..1 as it gathers it.
+    uint8 images stay 4x smaller on the device; their rows pass through a uint8 buffer and
+    are scaled as they are gathered. Nothing is allocated per call.
     """
 
-    def __init__(self, x, onehot, batch_size: int, xp):
-        self.source, self.onehot, self.xp = x, onehot, xp
-        dt = onehot.dtype
-        self.x = xp.empty((batch_size, x.shape[1]), dt)
-        self.t = xp.empty((batch_size, onehot.shape[1]), dt)
-        self.raw = xp.empty((batch_size, x.shape[1]), x.dtype) if x.dtype != dt else None
-        self.pixel_scale = dt.type(PIXEL_SCALE)
+    def __init__(self, source, batch_size: int, dtype, xp):
+        self.source, self.xp = source, xp
+        self.x = xp.empty((batch_size, source.shape[1]), dtype)
+        self.raw = xp.empty(self.x.shape, source.dtype) if source.dtype != dtype else None
+        self.pixel_scale = dtype.type(PIXEL_SCALE)
         self.take_mode = {"mode": "clip"} if xp.__name__ == "numpy" else {}  # no bounds buffer
 
     def fill(self, idx) -> None:
-        """Copy rows ``idx`` ``(B,)`` of the set into ``x`` and their one-hot labels into ``t``."""
         xp = self.xp
         if self.raw is None:
             xp.take(self.source, idx, axis=0, out=self.x, **self.take_mode)
         else:
             xp.take(self.source, idx, axis=0, out=self.raw, **self.take_mode)
             xp.multiply(self.raw, self.pixel_scale, out=self.x)
-        xp.take(self.onehot, idx, axis=0, out=self.t, **self.take_mode)
+
+
+class Batch:
+    """Buffers for one batch: ``x`` ``(B, D)`` rows as floats in 0..1 and ``t`` ``(B, C)``
+    their one-hot labels, both in the labels' dtype, filled without allocating."""
+
+    def __init__(self, x, onehot, batch_size: int, xp):
+        self.rows, self.onehot = Rows(x, batch_size, onehot.dtype, xp), onehot
+        self.x = self.rows.x
+        self.t = xp.empty((batch_size, onehot.shape[1]), onehot.dtype)
+
+    def fill(self, idx) -> None:
+        """Copy rows ``idx`` ``(B,)`` of the set into ``x`` and their one-hot labels into ``t``."""
+        self.rows.fill(idx)
+        self.rows.xp.take(self.onehot, idx, axis=0, out=self.t, **self.rows.take_mode)
 
 
 class BufferedStep:
