@@ -1,174 +1,202 @@
-"""A photo or drawing of one digit, turned into a 28x28 image the way MNIST digits were made.
+"""Reading a photo or drawing of a digit (or of a number) the way MNIST digits were made.
 
-MNIST digits are light strokes on black, scaled so the longer side of the digit is 20 pixels
-(aspect ratio kept, anti-aliased), then placed in a 28x28 frame with the centre of mass in the
-middle. :func:`preprocess_image` rebuilds that from a real photo: it undoes EXIF rotation,
-flattens transparency onto white paper, measures ink as colour distance from the (unevenly lit)
-paper, so the polarity and the colours do not matter, and then crops, scales and centres.
+:func:`preprocess_image` turns an image file, a PIL image or an array into a 28x28 float32
+digit, white on black: the file is decoded safely and reduced (:func:`load_rgb`), the ink is
+found against the paper and the digit picked out (:mod:`fastmnist.ink`), and its strokes are
+drawn again at MNIST's size, pen width and position (:mod:`fastmnist.strokes`).
+:func:`predict_image` classifies it, and reads a number written in a row digit by digit.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
-from scipy import ndimage
 
-WORK_SIDE = 256  # photos are reduced to about this size first: plenty for a 20-pixel digit
-DIGIT_BOX = 20
-FRAME = 28
+from .ink import NoDigitError, find_digits
+from .strokes import to_mnist_frame
+
+WORK_SIDE = 512  # images are reduced to about this size first: plenty for a 20-pixel digit
+DETAIL_SIDE = 2048  # ... and looked at again at up to this size when the digits are small
+MIN_SIDE = 160  # ... and small drawings enlarged to at least this, so thin pens stay whole
+MAX_PIXELS = 80_000_000  # images larger than this (after JPEG's reduced decoding) are refused
+
+__all__ = ["NoDigitError", "load_rgb", "open_image", "predict_image", "preprocess_image",
+           "read_number"]
 
 
-def load_rgb(source) -> np.ndarray:
-    """``source`` (a path, a PIL image, or an array) as float32 RGB ``(H, W, 3)`` in 0..1.
+def open_image(path, max_side: int | None = WORK_SIDE) -> Image.Image:
+    """The image at ``path``, decoded; JPEGs are decoded reduced towards ``max_side``.
 
-    EXIF orientation is applied; transparent pixels become white paper.
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` with the reason for an
+    empty, unreadable or too large one; memory stays bounded whatever the header claims.
     """
-    if isinstance(source, np.ndarray):
-        a = np.asarray(source, dtype=np.float32)
-        if a.size == 0 or a.ndim not in (2, 3):
-            raise ValueError(f"an image array must be (H, W) or (H, W, C), got shape {a.shape}")
-        if a.max() > 1.0:
-            a = a / 255.0
-        if a.ndim == 2:
-            a = np.repeat(a[..., None], 3, axis=2)
-        if a.shape[2] == 4:
-            alpha = a[..., 3:]
-            a = a[..., :3] * alpha + (1.0 - alpha)
-        return a[..., :3]
-    image = source if isinstance(source, Image.Image) else open_image(source)
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(paper, rgba)
-    return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-
-
-def open_image(path) -> Image.Image:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no image file at {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes)")
     try:
-        image = Image.open(path)
-        image.load()
-    except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+            if max_side:
+                image.draft(None, (max_side, max_side))  # JPEG: decode at 1/2, 1/4 or 1/8 size
+            w, h = image.size
+            if w * h > MAX_PIXELS:
+                raise ValueError(f"{path} is too large: {w} x {h} pixels (fastmnist reads up to "
+                                 f"{MAX_PIXELS // 1_000_000} megapixels; scale it down first)")
+            image.load()
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"{path} is too large to decode safely ({exc})") from None
+    except (OSError, SyntaxError, EOFError) as exc:
         raise ValueError(f"{path} is not an image Pillow can read ({exc})") from None
     return image
 
 
-def shrink(rgb: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
-    """Downscale (area-averaging) so the longer side is at most ``side``."""
-    h, w = rgb.shape[:2]
-    scale = side / max(h, w)
-    if scale >= 1:
+def as_rgba(image: Image.Image) -> np.ndarray:
+    """A PIL image of any mode as float32 RGBA (H, W, 4) in 0..1, EXIF rotation undone."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # deep greys: scale by their range
+        grey = np.asarray(image, dtype=np.float32)
+        grey = (grey - grey.min()) / max(float(np.ptp(grey)), 1e-6)
+        return np.dstack([grey, grey, grey, np.ones_like(grey)])
+    return np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
+
+
+def as_float_rgba(a: np.ndarray) -> np.ndarray:
+    """An array (H, W), (H, W, 3) or (H, W, 4), 0..1 or 0..255, as float32 RGBA in 0..1."""
+    a = np.asarray(a, dtype=np.float32)
+    if a.size == 0 or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4)):
+        raise ValueError(f"an image array must be (H, W) or (H, W, 1|3|4), got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError("the image array holds NaN or infinite values")
+    if a.max() > 1.0:
+        a = a / 255.0
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    if a.shape[2] == 3:
+        a = np.dstack([a, np.ones(a.shape[:2], np.float32)])
+    return a
+
+
+def flatten_alpha(rgba: np.ndarray) -> np.ndarray:
+    """RGB with transparency laid on paper that contrasts with the ink: white under dark
+    strokes, black under light ones (a white pen on a transparent canvas stays visible)."""
+    rgb, alpha = rgba[..., :3], rgba[..., 3:]
+    if alpha.min() > 0.98:
         return rgb
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    channels = [np.asarray(Image.fromarray(rgb[..., c], mode="F").resize(size, Image.Resampling.BOX))
-                for c in range(3)]
-    return np.stack(channels, axis=2)
+    weight = alpha[..., 0]
+    ink_lum = float((rgb.mean(axis=2) * weight).sum() / max(weight.sum(), 1e-6))
+    paper = 1.0 if ink_lum < 0.5 else 0.0
+    return rgb * alpha + paper * (1.0 - alpha)
 
 
-def ink_is_dark(rgb: np.ndarray) -> bool:
-    """True for dark ink on light paper: the paper is the majority, so the median lies near it."""
-    lum = rgb.mean(axis=2)
-    low, mid, high = np.percentile(lum, (1, 50, 99))
-    return high - mid < mid - low
-
-
-def paper_colour(rgb: np.ndarray) -> np.ndarray:
-    """The paper's colour at every pixel ``(H, W, 3)``, with the strokes taken out.
-
-    A grey closing (dark ink) or opening (light ink) wider than any stroke replaces strokes by
-    the paper around them while following a lighting gradient or shadow across the page.
-    """
+def fit_size(rgb: np.ndarray, largest: int = WORK_SIDE, smallest: int = MIN_SIDE) -> np.ndarray:
+    """``rgb`` resampled so its longer side lies in ``smallest..largest`` (area-averaged down,
+    bilinear up)."""
     h, w = rgb.shape[:2]
-    size = (max(3, max(h, w) // 4), max(3, max(h, w) // 4), 1)
-    morph = ndimage.grey_closing if ink_is_dark(rgb) else ndimage.grey_opening
-    paper = morph(rgb, size=size, mode="nearest")
-    return ndimage.uniform_filter(paper, size=(size[0] // 2, size[1] // 2, 1), mode="nearest")
-
-
-def ink_map(rgb: np.ndarray) -> np.ndarray:
-    """How much ink each pixel holds, 0 (paper) .. 1 (full stroke), whatever the colours."""
-    distance = np.sqrt(((rgb - paper_colour(rgb)) ** 2).sum(axis=2))
-    if distance.max() < 0.05:
-        raise ValueError("found no ink: the image looks blank (no digit stands out from the "
-                         "background)")
-    floor = noise_floor(distance)
-    strong = np.percentile(distance[distance > floor], 90) if np.any(distance > floor) else floor
-    if strong - floor < 0.05:
-        raise ValueError("found no ink: the image looks blank (no digit stands out from the "
-                         "background)")
-    return np.clip((distance - floor) / (strong - floor), 0.0, 1.0)
-
-
-def noise_floor(distance: np.ndarray) -> float:
-    """A level below which colour differences are paper texture and sensor noise (Otsu / 2)."""
-    hist, edges = np.histogram(distance, bins=128)
-    centres = (edges[:-1] + edges[1:]) / 2
-    weight = np.cumsum(hist)
-    mean = np.cumsum(hist * centres)
-    total, grand = weight[-1], mean[-1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        between = (grand * weight / total - mean) ** 2 / (weight * (total - weight))
-    otsu = centres[np.nanargmax(between[:-1])]
-    return float(otsu) / 2
-
-
-def main_strokes(ink: np.ndarray) -> np.ndarray:
-    """``ink`` with specks removed: keeps connected blobs holding a real share of the ink."""
-    labels, count = ndimage.label(ink > 0.25, structure=np.ones((3, 3)))
-    if count == 0:
-        raise ValueError("found no ink: the image looks blank")
-    mass = ndimage.sum_labels(ink, labels, index=np.arange(1, count + 1))
-    keep = np.flatnonzero(mass >= 0.05 * mass.max()) + 1
-    near = ndimage.binary_dilation(np.isin(labels, keep), iterations=2)
-    return np.where(near, ink, 0.0)
-
-
-def fit_to_frame(ink: np.ndarray) -> np.ndarray:
-    """Crop to the ink, scale the longer side to 20 px, centre by mass in 28x28 (float32)."""
-    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
-    crop = ink[rows[0]: rows[-1] + 1, cols[0]: cols[-1] + 1]
-    h, w = crop.shape
-    scale = DIGIT_BOX / max(h, w)
+    side = max(h, w)
+    if smallest <= side <= largest:
+        return rgb
+    scale = (largest if side > largest else smallest) / side
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    box = np.asarray(Image.fromarray(crop.astype(np.float32), mode="F")
-                     .resize(size, Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BICUBIC))
-    box = np.clip(box, 0.0, 1.0)
-    cy, cx = ndimage.center_of_mass(box)
-    top = int(np.clip(round(FRAME / 2 - cy), 0, FRAME - box.shape[0]))
-    left = int(np.clip(round(FRAME / 2 - cx), 0, FRAME - box.shape[1]))
-    frame = np.zeros((FRAME, FRAME), dtype=np.float32)
-    frame[top: top + box.shape[0], left: left + box.shape[1]] = box
-    return frame
+    resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
+    return np.stack([np.asarray(Image.fromarray(rgb[..., c], mode="F").resize(size, resample))
+                     for c in range(3)], axis=2)
+
+
+def load_rgb(source, max_side: int | None = None) -> np.ndarray:
+    """``source`` (a path, a PIL image, or an array) as float32 RGB ``(H, W, 3)`` in 0..1.
+
+    EXIF orientation is applied and transparency flattened onto contrasting paper. With
+    ``max_side``, large images are reduced so their longer side is at most that.
+    """
+    if isinstance(source, np.ndarray):
+        rgba = as_float_rgba(source)
+    else:
+        image = source if isinstance(source, Image.Image) else open_image(source, max_side)
+        if max_side and max(image.size) > 2 * max_side:  # cheap integer reduction first
+            image = image.reduce(max(image.size) // max_side)
+        rgba = as_rgba(image)
+    rgb = flatten_alpha(rgba)
+    return fit_size(rgb, max_side, 1) if max_side else rgb
+
+
+def digit_frames(source, several: bool | None = None) -> list[np.ndarray]:
+    """The 28x28 float32 digits found in ``source``, left to right (see :func:`read_number`).
+
+    The ink is looked for at about 512 pixels; digits small in a large photo are then looked
+    at again in a crop of the image at up to 4x that detail.
+    """
+    rgb = load_rgb(source, DETAIL_SIDE)
+    work = fit_size(rgb)
+    masks, (top, bottom, left, right) = find_digits(work, several)
+    zoom = max(rgb.shape[:2]) / max(work.shape[:2])
+    if zoom > 1.5 and max(bottom - top, right - left) < 0.4 * max(work.shape[:2]):
+        margin = 0.25 * max(bottom - top, right - left)
+        rows = slice(max(0, int((top - margin) * zoom)), int((bottom + margin) * zoom) + 1)
+        cols = slice(max(0, int((left - margin) * zoom)), int((right + margin) * zoom) + 1)
+        masks, _ = find_digits(fit_size(rgb[rows, cols]), several)
+    return [to_mnist_frame(mask, ink) for mask, ink in masks]
 
 
 def preprocess_image(source) -> np.ndarray:
     """A photo/drawing of one digit as a 28x28 float32 image in 0..1, white digit on black.
 
     ``source`` is a path, a PIL image, or an array (grayscale or RGB/RGBA, 0..1 or 0..255).
-    Raises ``ValueError`` for unreadable or blank images.
+    Raises ``ValueError`` for unreadable, empty or too large files and :class:`NoDigitError`
+    (a ``ValueError``) for images with no digit in them.
     """
-    ink = ink_map(shrink(load_rgb(source)))
-    ink = ndimage.median_filter(ink, size=3) if min(ink.shape) >= 64 else ink  # salt noise
-    strokes = main_strokes(ink)
-    frame = fit_to_frame(strokes)
-    peak = frame.max()
-    return frame / peak if peak > 0 else frame
+    return digit_frames(source, several=False)[0]
 
 
-def predict_image(source, net, top: int = 3) -> dict:
-    """Classify one image with ``net``: ``{"digit", "probabilities" (10 floats), "top", "image"}``.
-
-    ``top`` lists the ``top`` most likely classes as ``(class, probability)`` pairs and
-    ``image`` is the 28x28 array the network saw.
-    """
+def classify(image: np.ndarray, net, top: int, classes=None) -> dict:
+    """One 28x28 digit through ``net``: digit, label, probabilities, top-k and the image."""
     from .backend import to_numpy
 
-    image = preprocess_image(source)
     probs = to_numpy(net.predict(image.reshape(1, -1)))[0].astype(float)
+    names = classes or class_names(net)
     order = np.argsort(-probs)[:top]
-    return {"digit": int(order[0]), "probabilities": probs.tolist(),
+    return {"digit": int(order[0]), "label": names[int(order[0])],
+            "probabilities": probs.tolist(),
             "top": [(int(k), float(probs[k])) for k in order], "image": image}
+
+
+def class_names(net) -> list[str]:
+    """The model's class names from its metadata, else the digits 0-9."""
+    names = getattr(net, "metadata", {}).get("classes")
+    size = net.sizes[2] if hasattr(net, "sizes") else 10
+    if isinstance(names, list) and len(names) == size:
+        return [str(n) for n in names]
+    return [str(k) for k in range(size)]
+
+
+def predict_image(source, net, top: int = 3, several: bool | None = None) -> dict:
+    """Classify a photo or drawing with ``net``.
+
+    For one digit: ``{"digit", "label", "probabilities" (10 floats), "top" ((class, p) pairs),
+    "image" (the 28x28 array the network saw), "number" (the digit as a string), "digits"
+    ([the same dict])}``. For a number written in a row (two or more digits side by side;
+    ``several=True`` insists, ``False`` reads the one digit nearest the centre), ``"digits"``
+    holds one such dict per digit, left to right, ``"number"`` joins them, ``"image"`` is the
+    digits' 28x28 images side by side, and ``"digit"``, ``"label"``, ``"probabilities"`` and
+    ``"top"`` are None.
+    """
+    frames = digit_frames(source, several)
+    names = class_names(net)
+    digits = [classify(f, net, top, names) for f in frames]
+    if len(digits) == 1:
+        return {**digits[0], "number": digits[0]["label"], "digits": [dict(digits[0])]}
+    return {"digit": None, "label": None, "probabilities": None, "top": None,
+            "image": np.hstack(frames), "number": "".join(d["label"] for d in digits),
+            "digits": digits}
+
+
+def read_number(source, net, top: int = 3) -> dict:
+    """Read every digit written in a row in ``source``: :func:`predict_image` with
+    ``several=True``, so even one digit comes back as a one-digit number."""
+    return predict_image(source, net, top=top, several=True)

@@ -1,0 +1,282 @@
+"""Finding the handwriting in a photo or drawing: which pixels are ink, and which ink is a digit.
+
+Ink is measured as contrast against the paper around it, so lighting gradients, shadows and
+coloured paper cancel out: the paper is estimated locally by a grey closing wider than any
+stroke, and each pixel's contrast is its relative drop below that paper (Weber contrast, the
+strongest colour channel). Light strokes on a dark board are handled by inverting first. The
+contrast is thresholded with hysteresis between levels set by Otsu's method and by the image's
+own noise, so faint pen strokes stay whole while paper grain and JPEG noise stay out.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from .strokes import stroke_width
+
+MIN_CONTRAST = 0.12  # weakest stroke taken for ink: 12% darker than the paper around it
+NOISE_SIGMAS = 6.0
+SMOOTH = 0.5
+
+
+class NoDigitError(ValueError):
+    """The image holds no ink that could be a digit (blank, noise, or a photo of nothing)."""
+
+
+def no_digit(why: str) -> NoDigitError:
+    return NoDigitError(f"found no digit: {why}")
+
+
+def ink_is_dark(rgb: np.ndarray) -> bool:
+    """True for dark ink on light paper: the paper is the majority, so the median lies near it."""
+    lum = rgb.mean(axis=2)
+    low, mid, high = np.percentile(lum, (1, 50, 99))
+    return high - mid < mid - low
+
+
+def paper(img: np.ndarray) -> np.ndarray:
+    """The paper's colour under every pixel of ``img`` (H, W, 3) holding dark strokes.
+
+    A grey closing a quarter of the image wide replaces strokes by the paper beside them and
+    still follows a lighting gradient; the mean filter then smooths its blocky steps.
+    """
+    h, w = img.shape[:2]
+    side = max(3, max(h, w) // 4)
+    closed = ndimage.grey_closing(img, size=(side, side, 1), mode="nearest")
+    return ndimage.uniform_filter(closed, size=(side // 2 + 1, side // 2 + 1, 1), mode="nearest")
+
+
+def contrast(rgb: np.ndarray) -> np.ndarray:
+    """Ink contrast (H, W) float32 in 0..1 for a float RGB image (H, W, 3) in 0..1."""
+    img = rgb if ink_is_dark(rgb) else 1.0 - rgb
+    bg = paper(img)
+    drop = (bg - img).sum(axis=2) / np.maximum(bg.sum(axis=2), 0.15)
+    drop = ndimage.gaussian_filter(drop, SMOOTH)  # paper grain and JPEG noise average out
+    return np.clip(drop, 0.0, 1.0).astype(np.float32)
+
+
+def noise_level(c: np.ndarray) -> tuple[float, float]:
+    """The paper's typical contrast and its spread (median, robust sigma), ink being a minority."""
+    med = float(np.median(c))
+    return med, float(1.4826 * np.median(np.abs(c - med)))
+
+
+def otsu(values: np.ndarray) -> float:
+    """Otsu's threshold of ``values``: the cut that best separates two classes."""
+    from skimage.filters import threshold_otsu
+
+    return float(threshold_otsu(values)) if values.size and np.ptp(values) > 0 else 1.0
+
+
+def ink_mask(c: np.ndarray) -> np.ndarray:
+    """Boolean ink mask (H, W) from a contrast map: hysteresis between a high and a low level."""
+    from skimage.filters import apply_hysteresis_threshold
+
+    if c.max() < MIN_CONTRAST:
+        raise no_digit("the image looks blank (nothing stands out from the background)")
+    med, sigma = noise_level(c)
+    floor = med + NOISE_SIGMAS * sigma
+    high = max(otsu(c[c > floor]) if np.any(c > floor) else 1.0, floor, MIN_CONTRAST)
+    high = min(high, 0.5 * (c.max() + floor))  # Otsu can land above a faint pen's strokes
+    low = max(0.5 * high, med + 3 * sigma, 0.6 * MIN_CONTRAST)
+    mask = apply_hysteresis_threshold(c, low, high)
+    if not mask.any():
+        raise no_digit("the image looks blank (nothing stands out from the background)")
+    return mask
+
+
+@dataclass
+class Blob:
+    """One connected piece of ink: its label, pixel count and bounding box (rows, cols)."""
+
+    label: int
+    area: int
+    top: int
+    bottom: int  # exclusive
+    left: int
+    right: int  # exclusive
+
+    @property
+    def height(self) -> int:
+        return self.bottom - self.top
+
+    @property
+    def width(self) -> int:
+        return self.right - self.left
+
+
+def blobs(mask: np.ndarray) -> tuple[np.ndarray, list[Blob]]:
+    """Label 8-connected ink pieces: ``(labels (H, W) int32, [Blob, ...])``."""
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    areas = np.bincount(labels.ravel(), minlength=count + 1)
+    found = []
+    for k, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is not None:
+            found.append(Blob(k, int(areas[k]), box[0].start, box[0].stop, box[1].start,
+                              box[1].stop))
+    return labels, found
+
+
+def is_page_edge(b: Blob, shape) -> bool:
+    """A page edge, ruled line or border: a long thin piece along the frame, or across it."""
+    h, w = shape
+    along_top_bottom = (b.top == 0 or b.bottom == h) and b.width >= 0.5 * w and b.height < 0.15 * b.width
+    along_sides = (b.left == 0 or b.right == w) and b.height >= 0.5 * h and b.width < 0.15 * b.height
+    across = ((b.left == 0 and b.right == w and b.height < 0.06 * h)
+              or (b.top == 0 and b.bottom == h and b.width < 0.06 * w))
+    return along_top_bottom or along_sides or across
+
+
+def runs_along_frame(b: Blob, shape) -> bool:
+    """Lies along a whole side of the picture: a shadow or a lighting edge, not a digit."""
+    h, w = shape
+    return (((b.left == 0 or b.right == w) and b.height >= 0.8 * h)
+            or ((b.top == 0 or b.bottom == h) and b.width >= 0.8 * w))
+
+
+def is_filled(b: Blob, labels: np.ndarray) -> bool:
+    """A solid patch across the picture (a shadow, the table beside the page) rather than pen
+    strokes: it touches the frame, spans most of it, and its pen would be wider than 40% of
+    its own size."""
+    h, w = labels.shape
+    touches = b.top == 0 or b.left == 0 or b.bottom == h or b.right == w
+    spans = b.width >= 0.8 * w or b.height >= 0.8 * h
+    if b.area < 200 or not (touches and spans):
+        return False
+    piece = labels[b.top:b.bottom, b.left:b.right] == b.label
+    return stroke_width(piece) > 0.4 * min(b.height, b.width)
+
+
+def gap(a: tuple, b: Blob) -> float:
+    """Distance between a box ``(top, bottom, left, right)`` and a blob's box (0 if they meet)."""
+    dy = max(a[0] - b.bottom, b.top - a[1], 0)
+    dx = max(a[2] - b.right, b.left - a[3], 0)
+    return float(np.hypot(dy, dx))
+
+
+def substantial(pieces: list[Blob], labels: np.ndarray) -> list[Blob]:
+    """Pieces that may be handwriting: no page edges or solid patches (unless nothing else is
+    left), and no specks."""
+    shape = labels.shape
+    side = max(shape)
+    strokes = [b for b in pieces if not (is_page_edge(b, shape) or is_filled(b, labels))]
+    if any(max(b.height, b.width) >= 0.03 * side for b in strokes):
+        pieces = strokes
+    else:  # a digit in a tight crop may touch the frame, but it does not run along it
+        pieces = [b for b in pieces if not runs_along_frame(b, shape)]
+    if not pieces:
+        return []
+    biggest = max(b.area for b in pieces)
+    return [b for b in pieces
+            if b.area >= max(4, 0.03 * biggest) and max(b.height, b.width) >= 0.02 * side]
+
+
+def centre_group(pieces: list[Blob], shape) -> list[Blob]:
+    """The digit: the piece nearest the centre (weighted by size), plus pieces close to it.
+
+    A piece joins when its box lies within a third of the digit's size of the digit so far,
+    which takes in a 5's cap, a 7's crossbar or a dotted stroke but not a neighbouring word.
+    """
+    h, w = shape
+    diag = float(np.hypot(h, w))
+
+    def weight(b: Blob) -> float:
+        cy, cx = (b.top + b.bottom) / 2, (b.left + b.right) / 2
+        d = np.hypot(cy - h / 2, cx - w / 2) / (0.25 * diag)
+        return b.area / (1.0 + d * d)
+
+    seed = max(pieces, key=weight)
+    group, rest = [seed], [b for b in pieces if b is not seed]
+    box = (seed.top, seed.bottom, seed.left, seed.right)
+    grew = True
+    while grew and rest:
+        grew = False
+        reach = max(box[1] - box[0], box[3] - box[2]) / 3
+        for b in list(rest):
+            if gap(box, b) <= reach:
+                group.append(b)
+                rest.remove(b)
+                box = (min(box[0], b.top), max(box[1], b.bottom), min(box[2], b.left),
+                       max(box[3], b.right))
+                grew = True
+    return group
+
+
+def row_groups(pieces: list[Blob]) -> list[list[Blob]]:
+    """Pieces split into digits written left to right.
+
+    A piece joins the digit before it when it lies mostly within that digit's columns, or
+    overlaps them and is much shorter (a 5's cap, a 7's bar); two tall pieces that merely
+    touch columns, as slanted neighbours do, stay two digits.
+    """
+    groups: list[list[Blob]] = []
+    for b in sorted(pieces, key=lambda b: b.left):
+        if groups:
+            g = groups[-1]
+            left, right = min(p.left for p in g), max(p.right for p in g)
+            height = max(p.bottom for p in g) - min(p.top for p in g)
+            overlap = min(right, b.right) - max(left, b.left)
+            narrow = min(b.width, right - left)
+            short = min(b.height, height) < 0.6 * max(b.height, height)
+            if overlap >= 0.6 * narrow or (short and overlap > 0.2 * narrow):
+                g.append(b)
+                continue
+        groups.append([b])
+    tallest = max(max(p.bottom for p in g) - min(p.top for p in g) for g in groups)
+    return [g for g in groups if max(p.bottom for p in g) - min(p.top for p in g) >= 0.35 * tallest]
+
+
+def is_row_of_digits(groups: list[list[Blob]]) -> bool:
+    """Two or more digit-sized groups side by side on one line (a number, not one digit)."""
+    if len(groups) < 2:
+        return False
+    tops = np.array([min(p.top for p in g) for g in groups], float)
+    bottoms = np.array([max(p.bottom for p in g) for g in groups], float)
+    heights = bottoms - tops
+    centres = (tops + bottoms) / 2
+    same_line = np.ptp(centres) < 0.6 * heights.max()
+    similar = heights.min() >= 0.5 * heights.max()
+    return bool(same_line and similar)
+
+
+def group_ink(labels: np.ndarray, group: list[Blob], c: np.ndarray):
+    """The pixels of ``group`` cropped to its box: ``(mask bool, ink float32 0..1)``.
+
+    The ink keeps the contrast's grey levels (a pen's pressure, soft edges) within a pixel of
+    the final 20-pixel digit around the mask, scaled so the strokes' cores are 1.
+    """
+    top, bottom = min(b.top for b in group), max(b.bottom for b in group)
+    left, right = min(b.left for b in group), max(b.right for b in group)
+    mask = np.isin(labels[top:bottom, left:right], [b.label for b in group])
+    reach = max(1.0, 0.05 * max(mask.shape))
+    near = ndimage.distance_transform_edt(~mask) <= reach
+    crop = c[top:bottom, left:right]
+    core = float(np.percentile(crop[mask], 75))
+    return mask, np.clip(np.where(near, crop, 0.0) / max(core, 1e-6), 0.0, 1.0)
+
+
+def find_digits(rgb: np.ndarray, several: bool | None = None):
+    """The digits in ``rgb`` (H, W, 3), left to right, each as a cropped ``(mask, ink)`` pair
+    (see :func:`group_ink`), and the box ``(top, bottom, left, right)`` around all of them.
+
+    ``several=False`` returns the one digit nearest the centre, ``True`` every digit on the
+    line, ``None`` decides: several when two or more digit-sized groups stand side by side.
+    Raises :class:`NoDigitError` when nothing digit-like is found.
+    """
+    c = contrast(rgb)
+    mask = ink_mask(c)
+    labels, pieces = blobs(mask)
+    pieces = substantial(pieces, labels)
+    if not pieces or max(max(b.height, b.width) for b in pieces) < 0.025 * max(mask.shape):
+        raise no_digit("only specks and noise stand out from the background")
+    groups = [centre_group(pieces, mask.shape)]
+    if several is not False:
+        row = row_groups(pieces)
+        if several or is_row_of_digits(row):
+            groups = row
+    every = [b for g in groups for b in g]
+    box = (min(b.top for b in every), max(b.bottom for b in every),
+           min(b.left for b in every), max(b.right for b in every))
+    return [group_ink(labels, g, c) for g in groups], box

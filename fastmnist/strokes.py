@@ -1,0 +1,94 @@
+"""A cropped digit mask drawn again the way MNIST digits look: pen width, size and position.
+
+MNIST digits were scaled so their longer side is 20 pixels (anti-aliased) and centred by mass
+in a 28x28 frame; their strokes are about 2.6 pixels wide (the median over the test set, as
+area over skeleton length). A ballpoint photo or a 1-pixel canvas pen comes out far thinner
+after that scaling, a marker far fatter, so strokes outside MNIST's range are redrawn: the
+mask is thinned to its skeleton and inked again with a round pen of MNIST's width.
+"""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+DIGIT_BOX = 20  # longer side of the digit in the frame
+FRAME = 28
+PEN = 2.6  # MNIST stroke width in frame pixels
+PEN_RANGE = (0.75, 1.6)  # widths within this factor of PEN are kept as drawn
+SUPERSAMPLE = 4  # strokes are drawn at 4x and averaged down, which anti-aliases them
+
+
+def resize(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``a`` (float32 2-D) resampled to ``shape`` (rows, cols): area-averaged when shrinking."""
+    h, w = shape
+    resample = Image.Resampling.BOX if h <= a.shape[0] else Image.Resampling.BILINEAR
+    return np.asarray(Image.fromarray(a.astype(np.float32), mode="F").resize((w, h), resample))
+
+
+def skeleton(mask: np.ndarray) -> np.ndarray:
+    from skimage.morphology import skeletonize
+
+    return skeletonize(mask)
+
+
+def stroke_width(mask: np.ndarray) -> float:
+    """Mean pen width of a boolean mask in its pixels: ink area over skeleton length."""
+    length = int(skeleton(mask).sum())
+    return float(mask.sum()) / max(length, 1)
+
+
+def crop(a: np.ndarray, level: float = 0.0) -> np.ndarray:
+    rows, cols = np.flatnonzero((a > level).any(axis=1)), np.flatnonzero((a > level).any(axis=0))
+    return a[rows[0]: rows[-1] + 1, cols[0]: cols[-1] + 1]
+
+
+def redraw(mask: np.ndarray, width: float) -> np.ndarray:
+    """The skeleton of ``mask`` inked with a round, anti-aliased pen ``width`` pixels wide."""
+    radius = width / 2
+    pad = int(np.ceil(radius)) + 1
+    bones = np.pad(skeleton(mask), pad)
+    distance = ndimage.distance_transform_edt(~bones)
+    return np.clip(radius + 0.5 - distance, 0.0, 1.0).astype(np.float32)
+
+
+def normalised_strokes(mask: np.ndarray, ink: np.ndarray | None = None) -> np.ndarray:
+    """A cropped digit as float ink at 4x the final size with MNIST's pen width.
+
+    ``mask`` (bool) says where the strokes are and ``ink`` (float 0..1, same shape) how dark;
+    strokes already about MNIST's width keep their grey levels, others are redrawn.
+    """
+    h, w = mask.shape
+    side = DIGIT_BOX * SUPERSAMPLE
+    scale = side / max(h, w)
+    shape = (max(1, round(h * scale)), max(1, round(w * scale)))
+    area = resize(mask.astype(np.float32), shape)
+    big = area > 0.5 if (area > 0.5).any() else area > 0
+    pen = PEN * SUPERSAMPLE
+    if PEN_RANGE[0] * pen <= stroke_width(big) <= PEN_RANGE[1] * pen:
+        return np.clip(resize(ink, shape), 0, 1) if ink is not None else big.astype(np.float32)
+    # Redrawing widens the box by the pen, so pick the pen that is PEN wide after rescaling.
+    rel = PEN / DIGIT_BOX
+    return redraw(big, rel * side / (1 - rel))
+
+
+def fit_frame(ink: np.ndarray, level: float = 0.05) -> np.ndarray:
+    """Float ink (H, W) cropped at ``level``, scaled so its longer side is 20 pixels and placed
+    in a 28x28 frame with its centre of mass in the middle: float32, peak 1."""
+    ink = crop(ink, level)
+    h, w = ink.shape
+    scale = DIGIT_BOX / max(h, w)
+    box = np.clip(resize(ink, (max(1, round(h * scale)), max(1, round(w * scale)))), 0, 1)
+    cy, cx = ndimage.center_of_mass(box)
+    top = int(np.clip(round(FRAME / 2 - cy), 0, FRAME - box.shape[0]))
+    left = int(np.clip(round(FRAME / 2 - cx), 0, FRAME - box.shape[1]))
+    frame = np.zeros((FRAME, FRAME), dtype=np.float32)
+    frame[top: top + box.shape[0], left: left + box.shape[1]] = box
+    peak = frame.max()
+    return frame / peak if peak > 0 else frame
+
+
+def to_mnist_frame(mask: np.ndarray, ink: np.ndarray | None = None) -> np.ndarray:
+    """A cropped digit, ``mask`` (H, W) bool and optionally its grey ``ink``, as a 28x28
+    float32 MNIST digit (0..1, peak 1)."""
+    return fit_frame(normalised_strokes(mask, ink), level=0.05)
