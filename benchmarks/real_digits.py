@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE))
 from fastmnist import TwoLayerNet, to_numpy, train  # noqa: E402
 from fastmnist.augment import augmented_training_set  # noqa: E402
 from fastmnist.datasets import load_split  # noqa: E402
-from fastmnist.images import preprocess_image  # noqa: E402
+from fastmnist.images import preprocess_image, read_number  # noqa: E402
 from photo_eval import article_preprocess  # noqa: E402
 
 SHARED = HERE.parent.parent / "shared" / "data"

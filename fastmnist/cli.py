@@ -76,7 +76,10 @@ def cmd_train(args) -> int:
     print(f"test accuracy {acc:.4f} after {iters} steps; training {history.train_seconds:.2f} s, "
           f"{evaluation}{history.eval_seconds:.2f} s")
     if args.save:
+        from .datasets import get_dataset
+
         path = net.save(args.save, dataset=args.dataset, test_accuracy=acc,
+                        classes=list(get_dataset(args.dataset).classes),
                         train_accuracy=history.train_acc[-1], iters=iters, augment=args.augment)
         last_model_record().parent.mkdir(parents=True, exist_ok=True)
         last_model_record().write_text(str(path.resolve()))
@@ -232,20 +235,69 @@ def default_model() -> str:
     return "model.npz"
 
 
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def image_paths(sources) -> list[str]:
+    """Files as given; a folder stands for the image files inside it, in name order."""
+    paths = []
+    for src in sources:
+        folder = Path(src)
+        if folder.is_dir():
+            found = sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                print(f"{src}: warning: no image files in this folder", file=sys.stderr)
+            paths.extend(found)
+        else:
+            paths.append(src)
+    return paths
+
+
+def warn_if_not_digits(net, model_path) -> None:
+    dataset = net.metadata.get("dataset")
+    if dataset and dataset != "mnist":
+        print(f"warning: {model_path} was trained on {dataset}, not on handwritten digits, so it "
+              f"answers with {dataset} classes; for digits train one with "
+              "`fastmnist train --dataset mnist --augment`", file=sys.stderr)
+
+
+def result_json(src, r) -> dict:
+    if r is None:
+        return {"image": str(src), "error": True}
+    digits = [{"digit": d["digit"], "label": d["label"], "probabilities": d["probabilities"],
+               "top": [{"digit": k, "probability": p} for k, p in d["top"]]}
+              for d in r["digits"]]
+    return {"image": str(src), "number": r["number"], "digits": digits, **digits[0]} \
+        if len(digits) == 1 else {"image": str(src), "number": r["number"], "digits": digits}
+
+
+def result_line(src, r, names) -> str:
+    """``src: 7   (7: 98.1%, 1: 1.2%)``, or a number with each digit's probability."""
+    if len(r["digits"]) > 1:
+        return f"{src}: {r['number']}   (" + ", ".join(
+            f"{d['label']} {d['probabilities'][d['digit']]:.0%}" for d in r["digits"]) + ")"
+    top = ", ".join(f"{names[k]}: {p:.1%}" for k, p in r["top"])
+    return f"{src}: {r['label']}   ({top})"
+
+
 def cmd_predict(args) -> int:
     from .images import predict_image
     from .network import TwoLayerNet
 
-    net = TwoLayerNet.load(args.model or default_model(), device=args.device)
-    results, failed = [], 0
-    for src in args.images:
+    model_path = args.model or default_model()
+    net = TwoLayerNet.load(model_path, device=args.device)
+    warn_if_not_digits(net, model_path)
+    several = {"auto": None, "digit": False, "number": True}[args.read]
+    paths = image_paths(args.images)
+    results, errors = [], {}
+    for src in paths:
         try:
-            results.append(predict_image(src, net, top=args.top))
+            results.append(predict_image(src, net, top=args.top, several=several))
         except (OSError, ValueError) as exc:
             print(f"{src}: error: {exc}", file=sys.stderr)
             results.append(None)
-            failed += 1
-    done = [(src, r) for src, r in zip(args.images, results) if r is not None]
+            errors[src] = str(exc)
+    done = [(src, r) for src, r in zip(paths, results) if r is not None]
     if args.save_preprocessed:
         from PIL import Image
 
@@ -255,27 +307,35 @@ def cmd_predict(args) -> int:
             Image.fromarray((r["image"] * 255).round().astype(np.uint8)).save(
                 out / (Path(src).stem + "-28x28.png"))
     if args.json:
-        print(json.dumps([{"image": str(src), "digit": r["digit"],
-                           "top": [{"digit": d, "probability": p} for d, p in r["top"]],
-                           "probabilities": r["probabilities"]} for src, r in done], indent=1))
+        rows = []
+        for src, r in zip(paths, results):
+            row = result_json(src, r)
+            if r is None:
+                row["error"] = errors[src]
+            rows.append(row)
+        print(json.dumps(rows, indent=1))
     else:
+        from .images import class_names
+
         for src, r in done:
-            top = ", ".join(f"{d}: {p:.1%}" for d, p in r["top"])
-            print(f"{src}: {r['digit']}   ({top})")
+            print(result_line(src, r, class_names(net)))
     if args.plot and done:
         from .plots import plot_predictions
 
         plot_predictions([s for s, _ in done], [r for _, r in done], args.plot)
         if not args.json:
             print(f"plot written to {args.plot}")
-    return 1 if failed else 0
+    return 1 if errors or not paths else 0
 
 
 def add_predict(sub) -> None:
     p = sub.add_parser("predict", help="read digits from your own photos or drawings",
                        description="Preprocess each image the way MNIST digits were made and "
                                    "print the network's answer.")
-    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...) or folders of them")
+    p.add_argument("--read", choices=("auto", "digit", "number"), default="auto",
+                   help="auto (default): a row of several digits is read as a number; digit: "
+                        "always one digit (the one nearest the centre); number: every digit")
     p.add_argument("--model", default=None,
                    help="model file (default: the last one `fastmnist train` saved)")
     p.add_argument("--top", type=positive_int, default=3, help="show the K likeliest digits")

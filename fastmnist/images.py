@@ -168,8 +168,14 @@ def classify(image: np.ndarray, net, top: int, classes=None) -> dict:
 
 def class_names(net) -> list[str]:
     """The model's class names from its metadata, else the digits 0-9."""
-    names = getattr(net, "metadata", {}).get("classes")
+    meta = getattr(net, "metadata", {})
     size = net.sizes[2] if hasattr(net, "sizes") else 10
+    names = meta.get("classes")
+    if names is None and meta.get("dataset"):
+        from .datasets import REGISTRY
+
+        known = REGISTRY.get(str(meta["dataset"]).lower())
+        names = list(known.classes) if known else None
     if isinstance(names, list) and len(names) == size:
         return [str(n) for n in names]
     return [str(k) for k in range(size)]

@@ -49,11 +49,17 @@ def plot_predictions(paths, results, path) -> None:
         ax_net.set_title("as the network sees it", fontsize=8)
         for ax in (ax_in, ax_net):
             ax.axis("off")
+        if res["probabilities"] is None:  # a number: each digit's own probability
+            sure = [d["probabilities"][d["digit"]] for d in res["digits"]]
+            ax_bar.bar(range(len(sure)), sure, color="tab:orange")
+            ax_bar.set(xticks=range(len(sure)), xticklabels=[d["label"] for d in res["digits"]],
+                       ylim=(0, 1), ylabel="probability", title=f"number: {res['number']}")
+            continue
         probs = np.asarray(res["probabilities"])
         colours = ["tab:orange" if k == res["digit"] else "tab:blue" for k in range(probs.size)]
         ax_bar.bar(range(probs.size), probs, color=colours)
         ax_bar.set(xticks=range(probs.size), ylim=(0, 1), ylabel="probability",
-                   title=f"prediction: {res['digit']} ({probs[res['digit']]:.0%})")
+                   title=f"prediction: {res['label']} ({probs[res['digit']]:.0%})")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -41,7 +41,9 @@ def test_train_with_augmentation(tmp_path, fashion_dir, capsys):
     model = tmp_path / "aug.npz"
     assert main(["train", "--dataset", "fashion-mnist", "--train-limit", "500", "--augment",
                  "--iters", "30", "--device", "cpu", "--save", str(model)]) == 0
-    assert "training on 1000 rows" in capsys.readouterr().out
+    from fastmnist.augment import COPIES
+
+    assert f"training on {500 * (COPIES + 1)} rows" in capsys.readouterr().out
     assert TwoLayerNet.load(model).metadata["augment"] is True
 
 

@@ -61,7 +61,10 @@ def test_uint8_batches_are_scaled_as_they_are_gathered(kind):
     pixels = (x * 255).round().astype(np.uint8)
     a, _ = run(kind, pixels, t)
     b, _ = run(kind, pixels.astype(np.float32) / 255, t)
-    np.testing.assert_allclose(a.params["W1"], b.params["W1"], rtol=1e-5, atol=1e-7)
+    # pixel * (1/255) and pixel / 255 differ in the last bit, and BLAS kernels (AVX2, AVX-512)
+    # round sums of 784 such products differently; over the run's steps that stays far below
+    # 1e-5 against weights of about 1e-2, while a batch left unscaled would be off by 255x.
+    np.testing.assert_allclose(a.params["W1"], b.params["W1"], rtol=1e-4, atol=1e-5)
 
 
 def test_cpu_step_keeps_params_usable_views():
