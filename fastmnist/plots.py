@@ -63,3 +63,101 @@ def plot_predictions(paths, results, path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def plot_sweep(result, path) -> None:
+    """A sweep at a glance: every trial's test accuracy over the steps (best in colour), and the
+    final test accuracy against each swept parameter.
+
+    ``result`` is a :class:`fastmnist.sweeps.SweepResult`.
+    """
+    trials = [r for r in result.trials if r["history"]["steps"]]
+    names = result.swept
+    fig = plt.figure(figsize=(6.5 + 3.2 * max(len(names), 1), 4.4))
+    grid = fig.add_gridspec(1, 1 + max(len(names), 1), width_ratios=[2] + [1] * max(len(names), 1))
+    ax = fig.add_subplot(grid[0])
+    best = result.best["trial"] if result.best else None
+    ranked = sorted((r for r in trials if r["status"] == "ok"), key=lambda r: -r["test_acc"])
+    colours = dict(zip((r["trial"] for r in ranked[:5]),
+                       ("tab:red", "tab:orange", "tab:green", "tab:blue", "tab:purple")))
+    for r in trials:
+        h = r["history"]
+        steps, acc = h["steps"], [a if a is not None else np.nan for a in h["test_acc"]]
+        style = {"ok": "-", "stopped": ":", "failed": "--", "interrupted": "-."}[r["status"]]
+        colour = colours.get(r["trial"], "0.65")
+        label = None
+        if r["trial"] in colours:
+            label = f"#{r['trial']}: {r['test_acc']:.4f}  " + sweep_label(r["config"], names)
+        ax.plot(steps, acc, style, color=colour, lw=2.2 if r["trial"] == best else 1.1,
+                alpha=1.0 if r["trial"] in colours else 0.6, label=label,
+                zorder=3 if r["trial"] in colours else 2)
+        if r["status"] in ("stopped", "failed"):
+            ax.plot(steps[-1:], acc[-1:], "x", color=colour, ms=6)
+    finished = [a for r in trials for a in r["history"]["test_acc"] if a is not None]
+    ax.set(title=f"Test accuracy of {len(trials)} trials ({result.engine} engine)",
+           xlabel="step", ylabel="test accuracy", ylim=accuracy_limits(finished))
+    ax.grid(alpha=0.3)
+    if colours:
+        ax.legend(loc="lower right", fontsize=7.5, title="best trials", title_fontsize=8)
+    ends = [r for r in trials if r["status"] in ("ok", "stopped")]
+    for k, name in enumerate(names):
+        axp = fig.add_subplot(grid[1 + k], sharey=ax)
+        plot_parameter(axp, name, ends, best)
+        axp.tick_params(labelleft=False)
+    if not names:
+        axp = fig.add_subplot(grid[1])
+        axp.axis("off")
+        axp.text(0.5, 0.5, "one config: nothing swept", ha="center", va="center")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def accuracy_limits(values):
+    """A y-range that shows the good trials' differences, not the first evaluation's 10%."""
+    if not values:
+        return (0, 1)
+    top = max(values)
+    low = min(v for v in values if v >= np.percentile(values, 20))
+    return (max(0.0, min(low, top - 0.1) - 0.02), min(1.0, top + 0.02))
+
+
+def sweep_label(config: dict, names) -> str:
+    return " ".join(f"{n}={value_label(config.get(n))}" for n in names)
+
+
+def value_label(v) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def plot_parameter(ax, name: str, trials, best) -> None:
+    """Final test accuracy against one parameter: log axis for wide numeric spreads, one slot
+    per value for words; early-stopped trials hollow."""
+    values = [r["config"].get(name) for r in trials]
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    if numeric:
+        xs = np.asarray(values, dtype=float)
+    else:
+        slots = sorted({value_label(v) for v in values})
+        xs = np.asarray([slots.index(value_label(v)) for v in values], dtype=float)
+        xs = xs + np.random.default_rng(0).uniform(-0.08, 0.08, xs.size)
+        ax.set_xticks(range(len(slots)), slots)
+        ax.set_xlim(-0.5, len(slots) - 0.5)
+    acc = np.asarray([r["test_acc"] for r in trials], dtype=float)
+    done = np.asarray([r["status"] == "ok" for r in trials])
+    ax.scatter(xs[done], acc[done], s=28, color="tab:blue", label="finished", zorder=3)
+    if (~done).any():
+        ax.scatter(xs[~done], acc[~done], s=28, facecolors="none", edgecolors="tab:gray",
+                   label="stopped early", zorder=3)
+    is_best = np.asarray([r["trial"] == best for r in trials])
+    if is_best.any():
+        ax.scatter(xs[is_best], acc[is_best], s=110, marker="*", color="tab:red", label="best",
+                   zorder=4)
+    if numeric and xs.size and xs.min() > 0 and xs.max() / xs.min() >= 20:
+        ax.set_xscale("log")
+    ax.set(title=f"by {name}", xlabel=name)
+    ax.grid(alpha=0.3)
+    if (~done).any() or is_best.any():
+        ax.legend(fontsize=7, loc="lower right")
