@@ -65,49 +65,62 @@ def plot_predictions(paths, results, path) -> None:
     plt.close(fig)
 
 
+STATUS_WORDS = {"ok": "finished", "stopped": "stopped early (dotted)", "failed": "failed",
+                "interrupted": "interrupted"}
+
+
 def plot_sweep(result, path) -> None:
-    """A sweep at a glance: every trial's test accuracy over the steps (best in colour), and the
-    final test accuracy against each swept parameter.
+    """A sweep at a glance: every trial's test accuracy over the steps (the five best in
+    colour, trials stopped early dotted), and the final test accuracy against each swept
+    parameter.
 
     ``result`` is a :class:`fastmnist.sweeps.SweepResult`.
     """
     trials = [r for r in result.trials if r["history"]["steps"]]
     names = result.swept
-    fig = plt.figure(figsize=(6.5 + 3.2 * max(len(names), 1), 4.4))
-    grid = fig.add_gridspec(1, 1 + max(len(names), 1), width_ratios=[2] + [1] * max(len(names), 1))
-    ax = fig.add_subplot(grid[0])
+    if len(names) <= 2:  # one row: curves, then a panel per parameter
+        fig = plt.figure(figsize=(8 + 3.4 * len(names), 4.6))
+        grid = fig.add_gridspec(1, 1 + len(names), width_ratios=[2.3] + [1] * len(names))
+        ax, cells = fig.add_subplot(grid[0, 0]), [grid[0, 1 + k] for k in range(len(names))]
+    else:  # curves across the top, parameters in rows of up to four below
+        cols, rows = min(len(names), 4), -(-len(names) // 4)
+        fig = plt.figure(figsize=(3.3 * cols + 1, 4.6 + 3.4 * rows))
+        grid = fig.add_gridspec(1 + rows, cols, height_ratios=[4.6] + [3.4] * rows)
+        ax = fig.add_subplot(grid[0, :])
+        cells = [grid[1 + k // cols, k % cols] for k in range(len(names))]
     best = result.best["trial"] if result.best else None
     ranked = sorted((r for r in trials if r["status"] == "ok"), key=lambda r: -r["test_acc"])
     colours = dict(zip((r["trial"] for r in ranked[:5]),
                        ("tab:red", "tab:orange", "tab:green", "tab:blue", "tab:purple")))
-    for r in trials:
-        h = r["history"]
-        steps, acc = h["steps"], [a if a is not None else np.nan for a in h["test_acc"]]
+    rest = [r for r in trials if r["trial"] not in colours]
+    for r in rest + ranked[:5]:  # the best drawn last, on top
+        h, top = r["history"], r["trial"] in colours
+        acc = [a if a is not None else np.nan for a in h["test_acc"]]
         style = {"ok": "-", "stopped": ":", "failed": "--", "interrupted": "-."}[r["status"]]
-        colour = colours.get(r["trial"], "0.65")
-        label = None
-        if r["trial"] in colours:
-            label = f"#{r['trial']}: {r['test_acc']:.4f}  " + sweep_label(r["config"], names)
-        ax.plot(steps, acc, style, color=colour, lw=2.2 if r["trial"] == best else 1.1,
-                alpha=1.0 if r["trial"] in colours else 0.6, label=label,
-                zorder=3 if r["trial"] in colours else 2)
+        colour = colours.get(r["trial"], "0.6")
+        label = (f"#{r['trial']}: {r['test_acc']:.4f}  {sweep_label(r['config'], names)}"
+                 if top else None)
+        ax.plot(h["steps"], acc, style, color=colour, lw=2.4 if r["trial"] == best else 1.2,
+                alpha=1.0 if top else 0.55, label=label)
         if r["status"] in ("stopped", "failed"):
-            ax.plot(steps[-1:], acc[-1:], "x", color=colour, ms=6)
-    finished = [a for r in trials for a in r["history"]["test_acc"] if a is not None]
-    ax.set(title=f"Test accuracy of {len(trials)} trials ({result.engine} engine)",
-           xlabel="step", ylabel="test accuracy", ylim=accuracy_limits(finished))
+            ax.plot(h["steps"][-1:], acc[-1:], "x", color=colour, ms=5, alpha=0.8)
+    scores = [a for r in trials for a in r["history"]["test_acc"] if a is not None]
+    counts = {s: sum(r["status"] == s for r in result.trials) for s in STATUS_WORDS}
+    note = ", ".join(f"{n} {STATUS_WORDS[s]}" for s, n in counts.items() if n)
+    ax.set(title=f"Test accuracy of {len(result.trials)} trials ({result.engine} engine): {note}",
+           xlabel="step", ylabel="test accuracy", ylim=accuracy_limits(scores))
     ax.grid(alpha=0.3)
     if colours:
-        ax.legend(loc="lower right", fontsize=7.5, title="best trials", title_fontsize=8)
-    ends = [r for r in trials if r["status"] in ("ok", "stopped")]
-    for k, name in enumerate(names):
-        axp = fig.add_subplot(grid[1 + k], sharey=ax)
-        plot_parameter(axp, name, ends, best)
-        axp.tick_params(labelleft=False)
-    if not names:
-        axp = fig.add_subplot(grid[1])
-        axp.axis("off")
-        axp.text(0.5, 0.5, "one config: nothing swept", ha="center", va="center")
+        ax.legend(loc="lower right", fontsize=8, title="best trials", title_fontsize=8)
+    ends = [r for r in result.trials if r["status"] in ("ok", "stopped", "failed")]
+    for k, (name, cell) in enumerate(zip(names, cells)):
+        axp = fig.add_subplot(cell)
+        axp.set_ylim(ax.get_ylim())
+        plot_parameter(axp, name, ends, best, legend=k == 0)
+        if k % 4:
+            axp.tick_params(labelleft=False)
+        else:
+            axp.set_ylabel("final test accuracy")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -132,32 +145,40 @@ def value_label(v) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def plot_parameter(ax, name: str, trials, best) -> None:
-    """Final test accuracy against one parameter: log axis for wide numeric spreads, one slot
-    per value for words; early-stopped trials hollow."""
+def plot_parameter(ax, name: str, trials, best, legend: bool = False) -> None:
+    """Final test accuracy against one parameter: a continuous axis (log for wide spreads) for
+    many numbers, an evenly spaced slot per value for a few or for words; trials stopped early
+    hollow, failed ones as crosses at the bottom. Call it with the y-range set."""
     values = [r["config"].get(name) for r in trials]
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-    if numeric:
+    if numeric and len(set(values)) > 6:  # a random search: a continuous axis
         xs = np.asarray(values, dtype=float)
-    else:
-        slots = sorted({value_label(v) for v in values})
-        xs = np.asarray([slots.index(value_label(v)) for v in values], dtype=float)
-        xs = xs + np.random.default_rng(0).uniform(-0.08, 0.08, xs.size)
-        ax.set_xticks(range(len(slots)), slots)
+        if xs.min() > 0 and xs.max() / xs.min() >= 20:
+            ax.set_xscale("log")
+    else:  # a grid, or words: one evenly spaced slot per value, in order
+        slots = sorted(set(values), key=lambda v: (isinstance(v, str), v))
+        xs = np.asarray([slots.index(v) for v in values], dtype=float)
+        xs = xs + np.random.default_rng(0).uniform(-0.06, 0.06, xs.size)
+        ax.set_xticks(range(len(slots)), [value_label(v) for v in slots])
         ax.set_xlim(-0.5, len(slots) - 0.5)
-    acc = np.asarray([r["test_acc"] for r in trials], dtype=float)
-    done = np.asarray([r["status"] == "ok" for r in trials])
-    ax.scatter(xs[done], acc[done], s=28, color="tab:blue", label="finished", zorder=3)
-    if (~done).any():
-        ax.scatter(xs[~done], acc[~done], s=28, facecolors="none", edgecolors="tab:gray",
+    low, high = ax.get_ylim()
+    failed = np.asarray([r["status"] == "failed" for r in trials], dtype=bool)
+    acc = np.asarray([low + 0.03 * (high - low) if f else r["test_acc"]
+                      for r, f in zip(trials, failed)], dtype=float)
+    done = np.asarray([r["status"] == "ok" for r in trials], dtype=bool)
+    stopped = ~done & ~failed
+    ax.scatter(xs[done], acc[done], s=30, color="tab:blue", label="finished", zorder=3)
+    if stopped.any():
+        ax.scatter(xs[stopped], acc[stopped], s=30, facecolors="none", edgecolors="0.45",
                    label="stopped early", zorder=3)
-    is_best = np.asarray([r["trial"] == best for r in trials])
+    if failed.any():
+        ax.scatter(xs[failed], acc[failed], s=40, marker="x", color="tab:red",
+                   label="failed (drawn at the bottom)", zorder=3)
+    is_best = np.asarray([r["trial"] == best for r in trials], dtype=bool)
     if is_best.any():
-        ax.scatter(xs[is_best], acc[is_best], s=110, marker="*", color="tab:red", label="best",
+        ax.scatter(xs[is_best], acc[is_best], s=140, marker="*", color="tab:red", label="best",
                    zorder=4)
-    if numeric and xs.size and xs.min() > 0 and xs.max() / xs.min() >= 20:
-        ax.set_xscale("log")
     ax.set(title=f"by {name}", xlabel=name)
     ax.grid(alpha=0.3)
-    if (~done).any() or is_best.any():
-        ax.legend(fontsize=7, loc="lower right")
+    if legend:
+        ax.legend(fontsize=7.5, loc="lower right")

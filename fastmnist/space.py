@@ -177,5 +177,8 @@ def expand(space: dict, samples: int | None = None, search_seed: int = 0) -> lis
 
 
 def swept(configs: list[dict]) -> list[str]:
-    """The parameters that take more than one value across ``configs``, in :data:`PARAMS` order."""
-    return [n for n in PARAMS if len({repr(c.get(n)) for c in configs}) > 1]
+    """The parameters that take more than one value across ``configs``, in :data:`PARAMS` order
+    (``iters`` not when it follows from ``epochs``)."""
+    derived = {"iters"} if any("epochs" in c for c in configs) else set()
+    return [n for n in PARAMS
+            if n not in derived and len({repr(c.get(n)) for c in configs}) > 1]

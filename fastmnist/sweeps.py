@@ -279,10 +279,12 @@ def choose_engine(engine, address, early_stop, gpus_per_trial, cpus_per_trial) -
 
 
 def load_data(dataset, data_dir, train_limit, offline):
+    """The data set as uint8 pixels: a quarter of the memory (and of what Ray ships to each
+    node) of floats, scaled as batches are gathered to the same float32 values as
+    ``load_mnist(normalize=True)``, so trials match ``fastmnist train`` exactly."""
     from .datasets import load_mnist
 
-    (x, t), (xt, tt) = load_mnist(normalize=True, dataset=dataset, data_dir=data_dir,
-                                  download=not offline)
+    (x, t), (xt, tt) = load_mnist(dataset=dataset, data_dir=data_dir, download=not offline)
     if train_limit:
         x, t = x[:train_limit], t[:train_limit]
     return (x, t), (xt, tt)
@@ -301,7 +303,7 @@ def sweep(space: dict, *, samples: int | None = None, search_seed: int = 0,
     :class:`~fastmnist.space.Range`); ``samples`` draws that many values of the ranges per grid
     point. Data: ``dataset`` ("mnist" unless named) from ``data_dir`` or the usual places
     (first ``train_limit`` training rows), or ``data=((x, t), (x_test, t_test))`` (floats in
-    0..1; ``dataset`` then only names them in the model file). ``engine``: "ray" (default when Ray is installed:
+    0..1 or uint8 pixels; ``dataset`` then only names them in the model file). ``engine``: "ray" (default when Ray is installed:
     a local Ray with ``cpus`` cores, or the cluster at ``address``; ``cpus_per_trial``,
     ``gpus_per_trial``, ``early_stop`` with ASHA) or "local" (one trial after another here).
     ``out``: folder for results.json/.csv, best.npz, sweep.png. Ctrl-C stops the sweep and

@@ -13,6 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from .network import TwoLayerNet
 from .train import train
 
@@ -65,9 +67,12 @@ def run_trial(config: dict, data, *, device=None, overlap=None, report=None, met
             report(step, step / per_epoch, train_acc, test_acc)
 
     try:
-        if config["augment"]:
+        if config["augment"]:  # on floats, as `fastmnist train --augment` does
             from .augment import augmented_training_set
+            from .datasets import format_images
 
+            if x.dtype == np.uint8:
+                x = format_images(x, normalize=True, flatten=True)
             x, t = augmented_training_set(x, t, seed=config["seed"])
         net = TwoLayerNet(x.shape[1], config["hidden"], 10, device=device,
                           dtype=config["dtype"], seed=config["seed"])

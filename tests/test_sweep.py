@@ -31,8 +31,12 @@ def data(fashion_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def local_ray():
     """One real local Ray with 2 CPUs for the module (starting it takes seconds)."""
-    ray = pytest.importorskip("ray", reason="Ray Tune is the sweep extra: pip install "
-                                            "'fastmnist[sweep]'")
+    try:
+        import ray
+        from ray import tune  # noqa: F401  (the Tune extra, not just Ray core)
+    except ImportError as exc:
+        pytest.fail(f"the sweep tests need Ray Tune ({exc}): pip install -e '.[dev]' "
+                    "(dev includes the sweep extra)")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
@@ -221,3 +225,15 @@ def test_progress_bar_only_when_asked_or_on_a_terminal(data, capsys):
     fm.train(fm.TwoLayerNet(784, 8, 10, device="cpu", seed=0), x, t, iters=20, log=None,
              progress=True)
     assert "/20 [" in capsys.readouterr().err
+
+
+def test_sweep_benchmark_runs(fashion_dir, tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_sweep
+
+    out = bench_sweep.main(["--data-dir", str(fashion_dir), "--train-limit", "1000",
+                            "--trials", "2", "--iters", "30", "--engines", "local",
+                            "--json", str(tmp_path / "s.json")])
+    (row,) = out["rows"]
+    assert row["engine"] == "local" and row["trials"] == 2 and row["trials_per_minute"] > 0
+    assert json.loads((tmp_path / "s.json").read_text())["iters"] == 30
