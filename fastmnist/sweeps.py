@@ -156,6 +156,7 @@ class Tracker:
         self.command, self.dataset = command, dataset
         self.swept = swept(configs)
         self.best, self.model = None, None
+        self.startup_seconds = 0.0  # the Ray engine's start-up, when it starts Ray
         self.t0 = self.shown = time.perf_counter()
         self.bar = tqdm(total=len(configs), unit="trial", disable=not show, dynamic_ncols=True,
                         desc=f"sweep ({engine})")
@@ -224,10 +225,14 @@ class Tracker:
         self.bar.close()
 
     # -- results -----------------------------------------------------------------------------
-    def result(self, startup: float = 0.0) -> SweepResult:
+    def result(self) -> SweepResult:
         trials = []
-        for r, ended in zip(self.records, self.ended):
-            r = dict(r) if ended else {**r, "status": "interrupted"}
+        now = time.perf_counter()
+        for i, (r, ended) in enumerate(zip(self.records, self.ended)):
+            if not ended:
+                r = {**r, "status": "interrupted",
+                     "seconds": now - self.started_at[i] if i in self.started_at else 0.0}
+            r = {**r, "seconds": round(r["seconds"], 3)}
             r["command"] = self.command(r["config"]) if self.command else None
             r["history"] = r.pop("history")  # last: the long part
             trials.append(r)
@@ -236,7 +241,8 @@ class Tracker:
             best = {k: v for k, v in trials[self.best].items() if k != "history"}
         return SweepResult(self.engine, trials, best, self.swept, self.dataset,
                            interrupted=not all(self.ended),
-                           seconds=time.perf_counter() - self.t0, startup_seconds=startup,
+                           seconds=time.perf_counter() - self.t0,
+                           startup_seconds=self.startup_seconds,
                            model=self.model)
 
 
@@ -325,7 +331,6 @@ def sweep(space: dict, *, samples: int | None = None, search_seed: int = 0,
     show = sys.stderr.isatty() if progress is None else progress
     tracker = Tracker(configs, engine, show=show, log=log, out=out, command=command,
                       dataset=dataset)
-    startup = 0.0
     try:
         if engine == "ray":
             try:
@@ -333,16 +338,16 @@ def sweep(space: dict, *, samples: int | None = None, search_seed: int = 0,
             except ImportError as exc:
                 raise MissingExtra(f"--engine ray could not import Ray Tune ({exc}): "
                                    f"{INSTALL_RAY}") from exc
-            startup = sweep_ray.run(configs, data, tracker, address=address, cpus=cpus,
-                                    cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-                                    early_stop=early_stop, device=device, meta=meta)
+            sweep_ray.run(configs, data, tracker, address=address, cpus=cpus,
+                          cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                          early_stop=early_stop, device=device, meta=meta)
         else:
             run_local(configs, data, tracker, device=device, meta=meta)
     except KeyboardInterrupt:
         pass  # the trials that finished are kept; the result says it was interrupted
     finally:
         tracker.close()
-    result = tracker.result(startup)
+    result = tracker.result()
     if out is not None:
         result.save(out)
     return result
