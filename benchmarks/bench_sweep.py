@@ -66,8 +66,7 @@ def main(argv=None) -> dict:
     p.add_argument("--cpus", type=int, default=None, help="cores for the Ray started here")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    (x, t), test = fm.load_mnist(normalize=True, dataset=args.dataset, data_dir=args.data_dir)
-    data = ((x[: args.train_limit], t[: args.train_limit]), test)
+    data = sweeps.load_data(args.dataset, args.data_dir, args.train_limit, offline=False)
     space = {"seed": list(range(args.trials)), "iters": args.iters, "hidden": args.hidden}
     rows = [measure(engine, space, data, args.cpus) for engine in args.engines.split(",")]
     print(f"{args.trials} trials of {args.iters} steps (784-{args.hidden}-10, batch 100) on "
