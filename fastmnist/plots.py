@@ -7,6 +7,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 
+from .space import value_label  # noqa: E402
+
 
 def plot_history(history, path, smooth: int = 50) -> None:
     """The article's figure: training loss per step, and train vs test accuracy per evaluation.
@@ -137,12 +139,6 @@ def accuracy_limits(values):
 
 def sweep_label(config: dict, names) -> str:
     return " ".join(f"{n}={value_label(config.get(n))}" for n in names)
-
-
-def value_label(v) -> str:
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
 def plot_parameter(ax, name: str, trials, best, legend: bool = False) -> None:

@@ -57,12 +57,20 @@ class Range:
         return f"{fmt(self.low)}:{fmt(self.high)}" + (":log" if self.log else "")
 
 
+def value_label(value) -> str:
+    """A parameter's value as tables and figures show it: ``0.3444``, ``100``, ``yes``."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
 def check_value(name: str, value):
-    """``value`` as parameter ``name``'s type, or a :class:`SweepSpecError` saying what is allowed."""
+    """``value`` as parameter ``name``'s type, or a :class:`SweepSpecError` saying what is
+    allowed."""
     kind = PARAMS[name][0]
     where = f"{flag(name)} {value!r}"
     if isinstance(kind, tuple):

@@ -27,6 +27,7 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
+from .space import SweepSpecError
 from .trials import run_trial
 
 POLL_SECONDS = 0.25
@@ -123,6 +124,17 @@ def start(address=None, cpus=None) -> tuple[bool, float]:
     return True, time.perf_counter() - t0
 
 
+def check_resources(cpus_per_trial, gpus_per_trial) -> None:
+    """Refuse trials bigger than every node (Tune would wait for them forever)."""
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    if not any(n.get("CPU", 0) >= cpus_per_trial and n.get("GPU", 0) >= gpus_per_trial
+               for n in nodes):
+        have = "; ".join(f"{n.get('CPU', 0):g} CPUs, {n.get('GPU', 0):g} GPUs" for n in nodes)
+        raise SweepSpecError(f"no Ray node can hold a trial of {cpus_per_trial:g} CPUs and "
+                             f"{gpus_per_trial:g} GPUs (nodes: {have or 'none'}); lower "
+                             "--cpus-per-trial / --gpus-per-trial")
+
+
 def deliver(events, tracker) -> None:
     """Pass the mailbox's events on to the sweep's tracker."""
     for kind, index, *rest in events:
@@ -145,6 +157,13 @@ def run(configs, data, tracker, *, address=None, cpus=None, cpus_per_trial=1,
     starting Ray took: 0 when already connected). Ctrl-C stops the trials, then raises
     KeyboardInterrupt once what finished has been passed on."""
     started_here, tracker.startup_seconds = start(address, cpus)
+    if not address:  # a cluster may grow (an autoscaler adds GPU nodes); this machine won't
+        try:
+            check_resources(cpus_per_trial, gpus_per_trial)
+        except SweepSpecError:
+            if started_here:
+                ray.shutdown()
+            raise
     quiet = {name: logging.getLogger(name).level for name in ("ray.tune", "ray.train", "ray")}
     output_engine = os.environ.get("RAY_AIR_NEW_OUTPUT")
     try:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .files import atomic_open
-from .space import PARAMS, SweepSpecError, expand, flag, swept
+from .space import PARAMS, SweepSpecError, expand, flag, swept, value_label
 from .trials import add_evaluation, new_record, resolve_iters, run_trial, train_command
 
 ENGINES = ("local", "ray")
@@ -72,7 +72,8 @@ class SweepResult:
         for rank, r in enumerate(self.ranked()[:limit], 1):
             status = r["status"] if r["status"] != "failed" else f"failed: {r['error']}"[:70]
             rows.append([str(rank), str(r["trial"]), acc_text(r["test_acc"]),
-                         acc_text(r["train_acc"]), *(value_text(r["config"].get(n)) for n in names),
+                         acc_text(r["train_acc"]),
+                         *(value_label(r["config"].get(n)) for n in names),
                          f"{r['seconds']:.1f}", status])
         widths = [max(len(x) for x in col) for col in zip(head, *rows)]
         lines = ["  ".join(c.rjust(w) if k < len(head) - 1 else c
@@ -115,14 +116,6 @@ def json_text(data) -> str:
 
 def acc_text(value) -> str:
     return "-" if value is None else f"{value:.4f}"
-
-
-def value_text(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return str(value)
 
 
 def write_csv(result: SweepResult, path: Path) -> None:
@@ -198,7 +191,7 @@ class Tracker:
 
     # -- display -----------------------------------------------------------------------------
     def trial_line(self, r: dict) -> str:
-        params = " ".join(f"{n}={value_text(r['config'].get(n))}" for n in self.swept)
+        params = " ".join(f"{n}={value_label(r['config'].get(n))}" for n in self.swept)
         score = (f"test {acc_text(r['test_acc'])}" if r["status"] != "failed"
                  else f"failed: {r['error']}")
         if r["status"] == "stopped":
@@ -261,7 +254,7 @@ def ray_available() -> bool:
     return importlib.util.find_spec("ray") is not None
 
 
-def choose_engine(engine, address, early_stop, gpus_per_trial, cpus_per_trial) -> str:
+def choose_engine(engine, address, early_stop, gpus_per_trial, cpus_per_trial, device) -> str:
     """The engine to use, after checking the options that only one engine takes."""
     if engine is None:
         engine = "ray" if address or ray_available() else "local"
@@ -278,6 +271,9 @@ def choose_engine(engine, address, early_stop, gpus_per_trial, cpus_per_trial) -
     if not (isinstance(gpus_per_trial, (int, float)) and gpus_per_trial >= 0):
         raise SweepSpecError(f"--gpus-per-trial must be 0 or more (fractions share a GPU), "
                              f"got {gpus_per_trial!r}")
+    if engine == "ray" and str(device or "").startswith("cuda") and not gpus_per_trial:
+        raise SweepSpecError(f"--device {device} with the Ray engine needs --gpus-per-trial "
+                             "(1 for a GPU per trial, 0.25 for four trials on one)")
     if engine == "ray" and not ray_available():
         raise MissingExtra(f"--engine ray needs Ray Tune, which is not installed: {INSTALL_RAY} "
                            "(or run with --engine local)")
@@ -309,14 +305,16 @@ def sweep(space: dict, *, samples: int | None = None, search_seed: int = 0,
     :class:`~fastmnist.space.Range`); ``samples`` draws that many values of the ranges per grid
     point. Data: ``dataset`` ("mnist" unless named) from ``data_dir`` or the usual places
     (first ``train_limit`` training rows), or ``data=((x, t), (x_test, t_test))`` (floats in
-    0..1 or uint8 pixels; ``dataset`` then only names them in the model file). ``engine``: "ray" (default when Ray is installed:
-    a local Ray with ``cpus`` cores, or the cluster at ``address``; ``cpus_per_trial``,
-    ``gpus_per_trial``, ``early_stop`` with ASHA) or "local" (one trial after another here).
+    0..1 or uint8 pixels; ``dataset`` then only names them in the model file). ``engine``:
+    "ray" (default when Ray is installed: a local Ray with ``cpus`` cores, or the cluster at
+    ``address``; ``cpus_per_trial``, ``gpus_per_trial``, ``early_stop`` with ASHA) or "local"
+    (one trial after another here). ``device``: as for ``train`` (Ray trials use the CPU
+    unless given GPUs).
     ``out``: folder for results.json/.csv, best.npz, sweep.png. Ctrl-C stops the sweep and
     returns what finished (``interrupted`` is then True; the files are written).
     """
     configs = expand(space, samples, search_seed)
-    engine = choose_engine(engine, address, early_stop, gpus_per_trial, cpus_per_trial)
+    engine = choose_engine(engine, address, early_stop, gpus_per_trial, cpus_per_trial, device)
     command = None
     if data is None:
         dataset = dataset or "mnist"

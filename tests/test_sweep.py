@@ -93,6 +93,12 @@ def test_early_stop_ends_a_bad_trial_and_failures_are_recorded(data, local_ray):
     assert result.model is not None
 
 
+def test_trials_larger_than_the_machine_are_refused(data, local_ray):
+    with pytest.raises(SweepSpecError, match="no Ray node can hold a trial of 1 CPUs and 1 GPUs"):
+        fm.sweep({"iters": 10}, engine="ray", gpus_per_trial=1, data=data, log=None)
+    assert local_ray.is_initialized()  # the test's own Ray is left alone
+
+
 def test_failing_trials_are_recorded_and_the_sweep_goes_on(data):
     space = {"lr": [1e30, 0.5], "batch_size": [100, 5000], "sampling": "epoch", "iters": 60}
     result = fm.sweep(space, engine="local", data=data, log=None)
@@ -144,6 +150,8 @@ def test_engine_options_are_checked():
         fm.sweep({}, engine="local", early_stop=True)
     with pytest.raises(SweepSpecError, match="unknown engine 'spark'"):
         fm.sweep({}, engine="spark")
+    with pytest.raises(SweepSpecError, match="needs --gpus-per-trial"):
+        fm.sweep({}, engine="ray", device="cuda")
 
 
 def run_cli(*args, code="from fastmnist.cli import main; sys.exit(main(sys.argv[1:]))",
@@ -165,7 +173,8 @@ def test_cli_refuses_bad_specs_without_a_traceback(args, message):
 
 
 def test_cli_without_ray_runs_locally_and_names_the_extra(tmp_path):
-    no_ray = "sys.modules['ray'] = None; from fastmnist.cli import main; sys.exit(main(sys.argv[1:]))"
+    no_ray = ("sys.modules['ray'] = None; "  # `import ray` fails as if it were not installed
+              "from fastmnist.cli import main; sys.exit(main(sys.argv[1:]))")
     proc = run_cli("--engine", "ray", code=no_ray)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "pip install 'fastmnist[sweep]'" in proc.stderr
