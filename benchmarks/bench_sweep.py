@@ -6,11 +6,10 @@ starting Ray costs: the same N trials (the article's run, one seed each) on each
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import fastmnist as fm
-from fastmnist import sweeps
+from fastmnist import bench, sweeps
 
 
 class Clock(sweeps.Tracker):
@@ -78,9 +77,7 @@ def main(argv=None) -> dict:
               f"{r['trials_per_minute_running']:8.1f} {r['mean_trial_seconds']:9.2f}s "
               f"{r['ray_init_seconds']:8.2f}s {r['first_trial_started_at']:12.2f}s")
     results = {"dataset": args.dataset, "iters": args.iters, "hidden": args.hidden, "rows": rows}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+    bench.save(results, args.json)
     return results
 
 

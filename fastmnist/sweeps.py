@@ -353,7 +353,7 @@ def sweep(space: dict, *, samples: int | None = None, search_seed: int = 0,
 
 # -- command line ---------------------------------------------------------------------------------
 SPACE_HELP = {
-    "hidden": "hidden units: 50,100,200 or a range 32:512:log",
+    "hidden": "hidden units: 50,100,200 or a range 32:512:log (default 50)",
     "lr": "learning rate: 0.05,0.1,0.5 or a range 0.01:1:log (default 0.1)",
     "batch_size": "batch size: 50,100 or a range 32:512:log (default 100)",
     "iters": "SGD steps per trial: 5000,10000 (default 10000)",
@@ -392,9 +392,10 @@ def add_parser(sub) -> None:
         extra = {"nargs": "?", "const": "yes"} if name == "augment" else {}
         space.add_argument(flag(name), dest=name, default=None, metavar="VALUES", help=text,
                            **extra)
-    space.add_argument("--samples", type=positive(int), default=None,
+    space.add_argument("--samples", type=positive(int), default=None, metavar="N",
                        help="random search: draws of the ranges per grid point")
-    space.add_argument("--search-seed", type=int, default=0, help="seed of those draws (0)")
+    space.add_argument("--search-seed", type=int, default=0, metavar="S",
+                       help="seed of those draws (0)")
     data = p.add_argument_group("data")
     data.add_argument("--dataset", default="mnist", choices=sorted(REGISTRY))
     data.add_argument("--data-dir", default=None, help="folder holding the four IDX files")
