@@ -19,7 +19,8 @@ from .train import History, TrainingDiverged, train
 
 # Photos (SciPy) and figures (matplotlib) load on first use: `import fastmnist` and the
 # command line start in a fraction of the time.
-_LAZY = {"plot_history": "plots", "predict_image": "images", "preprocess_image": "images"}
+_LAZY = {"plot_history": "plots", "predict_image": "images", "preprocess_image": "images",
+         "sweep": "sweeps"}
 
 
 def __getattr__(name):
@@ -31,5 +32,5 @@ __all__ = [
     "Backend", "DataError", "DeviceError", "History", "TrainingDiverged", "TwoLayerNet",
     "cross_entropy_error", "get_backend", "load_mnist", "load_split", "numerical_gradient",
     "plot_history", "predict_image", "preprocess_image", "sigmoid", "sigmoid_grad", "softmax",
-    "to_numpy", "train",
+    "sweep", "to_numpy", "train",
 ]

@@ -1,4 +1,4 @@
-"""The ``fastmnist`` command: train, predict, gradcheck, data, info, bench."""
+"""The ``fastmnist`` command: train, predict, gradcheck, data, info, bench, sweep."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +12,7 @@ import numpy as np
 from . import __version__
 from .backend import DeviceError, get_backend, import_cupy, cuda_devices
 from .datasets import REGISTRY, DataError, cache_dir
+from .sweeps import add_parser as add_sweep
 
 
 def positive_int(text: str) -> int:
@@ -404,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data(sub)
     add_predict(sub)
     add_bench(sub)
+    add_sweep(sub)
     return parser
 
 

@@ -131,28 +131,11 @@ def check_finite(x, name: str) -> None:
         raise ValueError(f"{name} contains NaN or infinite values; clean the data first")
 
 
-class Progress:
-    """A one-line progress bar on an interactive stderr; silent elsewhere."""
+def progress_bar(total: int, enabled: bool):
+    """A tqdm bar over the training steps (a widget in notebooks); disabled when not asked for."""
+    from tqdm.auto import tqdm
 
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled, self.last = total, enabled, 0.0
-
-    def update(self, step: int, losses: list) -> None:
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if now - self.last < 0.2 and step + 1 < self.total:
-            return
-        self.last = now
-        bar = "#" * int(30 * (step + 1) / self.total)
-        note = f"loss {losses[-1]:.4f}" if losses else ""
-        sys.stderr.write(f"\r[{bar:<30}] {step + 1}/{self.total} {note}")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\r" + " " * 79 + "\r")
-            sys.stderr.flush()
+    return tqdm(total=total, disable=not enabled, unit="step", leave=False, dynamic_ncols=True)
 
 
 @on_device
@@ -160,7 +143,7 @@ def train(net: TwoLayerNet, x_train, t_train, x_test=None, t_test=None, *, iters
           batch_size: int = 100, learning_rate: float = 0.1, sampling: str = "replacement",
           seed=None, eval_every: int | None = None, quiet: bool = False, progress=None,
           fast: bool | None = None, overlap: bool | None = None, cuda_graph: bool = True,
-          log=print) -> History:
+          log=print, on_eval=None) -> History:
     """Train ``net`` in place by mini-batch SGD and return the :class:`History`.
 
     ``x_*`` are ``(N, D)`` inputs (NumPy or device arrays; copied to the net's device once):
@@ -176,7 +159,9 @@ def train(net: TwoLayerNet, x_train, t_train, x_test=None, t_test=None, *, iters
     beside the steps, with BLAS held to one thread each: the same batches and scores, and the
     same weights to float32 rounding (one BLAS thread sums in another order than two). On a
     GPU (float32) the step runs as fused kernels and, unless ``cuda_graph`` is False, is
-    replayed as a CUDA graph after a check against the eager step.
+    replayed as a CUDA graph after a check against the eager step. ``on_eval(step, train_acc,
+    test_acc)`` is called after each evaluation is recorded (``test_acc`` None without a test
+    set); what it raises stops the run.
     """
     xp, backend = net.xp, net.backend
     check_finite(x_train, "x_train")
@@ -204,10 +189,10 @@ def train(net: TwoLayerNet, x_train, t_train, x_test=None, t_test=None, *, iters
         "sampling": sampling, "seed": seed, "device": net.device, "dtype": net.dtype_name,
         "sizes": list(net.sizes), "train_rows": n, "test_rows": None if test is None else test[0].shape[0],
         "eval_every": eval_every, "step": type(step).__name__})
-    bar = Progress(iters, (not quiet) and (sys.stderr.isatty() if progress is None else progress))
+    bar = progress_bar(iters, not quiet and (sys.stderr.isatty() if progress is None else progress))
     sets = [(x, t)] + ([test] if test is not None else [])
     loop = Loop(history, step, sampler, losses, sets, eval_every, per_epoch, learning_rate,
-                bar, None if quiet else log)
+                bar, None if quiet else log, on_eval)
     if overlap is None:
         overlap = fast and worth_overlapping(backend, batch_size)
     elif overlap and not (fast and xp is np):
@@ -238,10 +223,11 @@ class Loop:
     :meth:`score` once BLAS has all its threads back.
     """
 
-    def __init__(self, history, step, sampler, losses, sets, eval_every, per_epoch, lr, bar, log):
+    def __init__(self, history, step, sampler, losses, sets, eval_every, per_epoch, lr, bar, log,
+                 on_eval=None):
         self.history, self.step, self.sampler, self.losses = history, step, sampler, losses
         self.sets, self.eval_every, self.per_epoch, self.lr = sets, eval_every, per_epoch, lr
-        self.bar, self.log = bar, log
+        self.bar, self.log, self.on_eval = bar, log, on_eval
         self.first = 0  # the first step whose loss is not yet on the host
 
     def take_losses(self, i: int) -> None:
@@ -255,9 +241,13 @@ class Loop:
         accs = [float(to_numpy(c)) / x.shape[0] for c, (x, _) in zip(counts, self.sets)]
         h.train_acc.append(accs[0])
         h.test_acc.append(accs[1] if len(accs) > 1 else None)
+        k = len(h.train_acc) - 1
+        self.bar.set_postfix_str(f"loss {h.loss[h.eval_steps[k]]:.4f}", refresh=False)
         if self.log:
-            self.bar.close()
-            self.log(epoch_line(h, len(h.train_acc) - 1, self.per_epoch))
+            with self.bar.external_write_mode():
+                self.log(epoch_line(h, k, self.per_epoch))
+        if self.on_eval:
+            self.on_eval(h.eval_steps[k], h.train_acc[k], h.test_acc[k])
 
     def score(self, count) -> None:
         """Score every set with ``count`` on the calling thread."""
@@ -272,8 +262,7 @@ class Loop:
             if i % self.eval_every == 0 or i == iters - 1:
                 self.take_losses(i)
                 self.score(count)
-            if self.bar.enabled:
-                self.bar.update(i, h.loss)
+            self.bar.update()
         h.train_seconds = time.perf_counter() - started - h.eval_seconds
 
     def overlapped(self, iters: int, pipe) -> None:
@@ -288,8 +277,7 @@ class Loop:
                     pipe.score(i, self.step.params)
                 for _, counts in pipe.finished():
                     self.record_scores(counts)
-            if self.bar.enabled:
-                self.bar.update(i, h.loss)
+            self.bar.update()
         t0 = time.perf_counter()
         h.train_seconds = t0 - started
         for _, counts in pipe.finished(wait_for=len(h.eval_steps) - 1 - len(h.train_acc)):
