@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fastmnist import agreement
 from fastmnist.backend import probe_cuda
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,3 +54,21 @@ def fashion_dir():
 def small_problem(n=16, d=12, seed=0):
     rng = np.random.default_rng(seed)
     return rng.random((n, d)), rng.integers(0, 10, n)
+
+
+def assert_agree(got: dict, expected: dict, *, steps: int, batch: int, sizes=(784, 50, 10),
+                 dtype="float32", before: dict | None = None):
+    """Arrays from two implementations of the same ``steps`` SGD steps agree as closely as
+    float rounding lets them (see fastmnist.agreement), and no closer is asked."""
+    tol = agreement.tolerance(dtype, agreement.terms_per_step(sizes, batch), steps)
+    problem = agreement.disagreement(got, expected, tol, before)
+    assert problem is None, problem
+
+
+def assert_same_accuracy(got: float, expected: float, net, x, *, steps: int, batch: int,
+                         dtype="float32"):
+    """Accuracies on ``x`` of two runs that agree to float rounding differ at most by the rows
+    whose class that rounding could flip (``net`` is the expected run's network)."""
+    tol = agreement.tolerance(dtype, agreement.terms_per_step(net.sizes, batch), steps)
+    flips = agreement.uncertain_rows(net.params, np.asarray(x), tol)
+    assert abs(got - expected) * len(x) <= flips, (got, expected, f"{flips} uncertain rows")
