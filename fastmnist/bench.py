@@ -27,6 +27,7 @@ import numpy as np
 from . import __version__
 from .backend import get_backend, to_numpy
 from .network import TwoLayerNet
+from .system import blas_info, gpu_properties
 from .train import train
 
 
@@ -193,8 +194,6 @@ def matmul_floor(backend, n_train, n_test, iters, batch, hidden=50, chunk=10_000
 
 # -- the whole workload ------------------------------------------------------------------------------
 def environment(backend) -> dict:
-    from .cli import blas_info
-
     env = {"fastmnist": __version__, "python": platform.python_version(),
            "numpy": np.__version__, "machine": platform.machine(), "processor": platform.processor(),
            "cpus": __import__("os").cpu_count(), "blas": blas_info(), "device": backend.device,
@@ -204,8 +203,7 @@ def environment(backend) -> dict:
         env["torch"] = torch.__version__
         env["torch_threads"] = torch.get_num_threads()
     if backend.is_cuda:
-        props = backend.xp.cuda.runtime.getDeviceProperties(backend.cuda_index)
-        env["gpu"] = props["name"].decode()
+        env["gpu"] = gpu_properties(backend.xp, backend.cuda_index)["name"]
         env["cupy"] = backend.xp.__version__
     return env
 
