@@ -79,29 +79,37 @@ def disagreement(got: dict, expected: dict, tol: float, before: dict | None = No
     return None
 
 
-def uncertain_rows(params: dict, x, tol: float, chunk: int = 10_000) -> int:
-    """How many rows of ``x`` ``(N, D)`` (floats in 0..1 or uint8 pixels) two computations of the network may
-    classify differently when their parameters differ by up to ``tol`` of each array's scale.
+def logit_moves(params: dict, x, tol: float) -> np.ndarray:
+    """How far each row's logits ``(N,)`` may move when every parameter array moves by up to
+    ``tol`` of its scale, for host inputs ``x`` ``(N, D)`` in 0..1.
 
     A perturbation of ``tol * max|W1|`` per weight moves a hidden unit's input ``a`` by at most
     ``tol * (max|W1| * sum|x| + max|b1|)``, the unit itself by a quarter of that (the sigmoid's
     slope is at most 1/4), and each logit by those moves through ``|W2|`` plus
-    ``tol * (max|W2| * sum z + max|b2|)``. A row can change class only where its two highest
-    logits are closer than twice that. Rounding inside one forward pass is such a perturbation
-    too (a computed dot product is the exact one of inputs off by ``eps * K`` relative at most).
+    ``tol * (max|W2| * sum z + max|b2|)``. Rounding inside one forward pass is such a
+    perturbation too (a computed dot product is the exact one of inputs off by ``eps * K``
+    relative at most).
     """
     p = {k: host(v) for k, v in params.items()}
     d = {k: tol * np.abs(v).max(initial=0.0) for k, v in p.items()}
-    w2_col = np.abs(p["W2"]).sum(axis=0)
+    z = F.sigmoid(x @ p["W1"] + p["b1"])
+    dz = (np.abs(x).sum(axis=1, keepdims=True) * d["W1"] + d["b1"]) / 4
+    moved = dz * np.abs(p["W2"]).sum(axis=0) + z.sum(axis=1, keepdims=True) * d["W2"] + d["b2"]
+    return moved.max(axis=1)
+
+
+def uncertain_rows(params: dict, x, tol: float, chunk: int = 10_000) -> int:
+    """How many rows of ``x`` ``(N, D)`` (floats in 0..1 or uint8 pixels, any device) two
+    computations of the network may classify differently when their parameters differ by up
+    to ``tol`` of each array's scale: rows whose two highest logits are closer than twice
+    :func:`logit_moves`."""
+    p = {k: host(v) for k, v in params.items()}
     count = 0
     for start in range(0, x.shape[0], chunk):
         xc = host(x[start:start + chunk])
         if str(x.dtype) == "uint8":
             xc /= 255
-        z = F.sigmoid(xc @ p["W1"] + p["b1"])
-        logits = z @ p["W2"] + p["b2"]
-        dz = (np.abs(xc).sum(axis=1, keepdims=True) * d["W1"] + d["b1"]) / 4
-        moved = dz * w2_col + z.sum(axis=1, keepdims=True) * d["W2"] + d["b2"]
+        logits = F.sigmoid(xc @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"]
         top2 = np.partition(logits, -2, axis=1)[:, -2:]
-        count += int(np.count_nonzero(top2[:, 1] - top2[:, 0] <= 2 * moved.max(axis=1)))
+        count += int(np.count_nonzero(top2[:, 1] - top2[:, 0] <= 2 * logit_moves(p, xc, tol)))
     return count

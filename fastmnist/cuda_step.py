@@ -123,11 +123,13 @@ class FusedStep(BufferedStep):
 
 class CudaStep(FusedStep):
     """:class:`FusedStep` on CuPy in float32, replayed as a CUDA graph (unless ``graph`` is
-    False) once the fused kernels have passed their check."""
+    False) once the fused kernels have passed their check; ``graph_reason`` says why not, when
+    the graph was tried and left out."""
 
     def __init__(self, params, x, onehot, learning_rate, batch_size, xp, graph: bool = True):
         super().__init__(params, x, onehot, learning_rate, batch_size, xp, CudaKernels(xp))
         self.use_graph, self.graph, self.stream = graph, None, None  # capture needs its own stream
+        self.graph_reason = None
 
     def __call__(self, idx, losses, i: int) -> None:
         if not (self.fused and self.use_graph):
@@ -168,8 +170,9 @@ class CudaStep(FusedStep):
         if problem is None:
             return graph
         self.restore(expected)
-        warnings.warn(f"the CUDA graph of the step was not used: {problem}; running the fused "
-                      "step eagerly", RuntimeWarning, stacklevel=3)
+        self.graph_reason = f"the CUDA graph of the step was not used: {problem}"
+        warnings.warn(f"{self.graph_reason}; running the fused step eagerly", RuntimeWarning,
+                      stacklevel=3)
         return None
 
 
