@@ -88,12 +88,13 @@ class FusedStep(BufferedStep):
         try:
             self.eager()
             problem = self.differs_from(expected, before)
+            problem = problem and f"it disagrees with the generic step: {problem}"
         except Exception as exc:  # a kernel that does not compile or launch
             problem = f"a fused kernel failed ({type(exc).__name__}: {first_line(exc)})"
         if problem is None:
             return True
         self.restore(expected)
-        self.reason = f"the fused CUDA step disagrees with the generic step: {problem}"
+        self.reason = f"the fused CUDA step was not used: {problem}"
         warnings.warn(f"{self.reason}; training with the generic step (slower, same results)",
                       RuntimeWarning, stacklevel=3)
         return False

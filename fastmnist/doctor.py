@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,7 +29,12 @@ import numpy as np
 
 from . import __version__, agreement
 from .backend import CUDA_HINT, DeviceError, get_backend, to_numpy
-from .cuda_step import first_line
+from .cuda_step import CheckedCount, first_line
+from .modelfile import ModelFileError
+from .network import TwoLayerNet, gradient_check, one_hot
+from .steps import BufferedCount, BufferedStep, PlainStep
+from .system import blas_info, blas_libraries, cuda_report
+from .train import make_step, train
 
 LR, BATCH, ROWS = 0.1, 100, 1000  # the article's step on 1,000 random rows
 STEPS = 200
@@ -107,10 +114,6 @@ def batches(steps: int, n: int = ROWS, seed: int = 1) -> np.ndarray:
 def run_steps(kind: str, device, x, t, rows, graph: bool = True):
     """Step ``kind`` through ``rows`` ``(steps, B)`` from the same start; host parameters,
     each step's mean loss, and the step object (whose ``fused``/``graph`` say what ran)."""
-    from .network import TwoLayerNet, one_hot
-    from .steps import BufferedStep, PlainStep
-    from .train import make_step
-
     net = TwoLayerNet(seed=0, device=device)
     with net.backend.use():
         xd, td = net.as_input(x, keep_uint8=True), net.as_labels(t, x.shape[0])
@@ -147,8 +150,6 @@ def relative(a, b) -> float:
 
 # -- checks on any machine -----------------------------------------------------------------
 def check_gradient(steps: int):
-    from .network import TwoLayerNet, gradient_check
-
     rng = np.random.default_rng(0)
     x, t = rng.random((8, 20)), rng.integers(0, 10, 8)
     net = TwoLayerNet(20, 10, 10, 0.5, device="cpu", dtype="float64", seed=0)
@@ -175,9 +176,6 @@ def check_uint8(steps: int):
 
 
 def check_model_file(steps: int):
-    from .modelfile import ModelFileError
-    from .network import TwoLayerNet
-
     net = TwoLayerNet(seed=3, weight_init_std=0.3, device="cpu")
     net.params["b2"] += np.float32(0.5)
     x, _ = random_rows(20)
@@ -208,9 +206,6 @@ def blobs(n: int, seed: int = 0):
 
 
 def check_learning(steps: int):
-    from .network import TwoLayerNet
-    from .train import train
-
     x, t = blobs(3000)
     net = TwoLayerNet(seed=0, device="cpu")
     iters = max(steps, 300)
@@ -223,8 +218,6 @@ def check_learning(steps: int):
 
 
 def check_blas(steps: int):
-    from .system import blas_libraries
-
     libs = blas_libraries()
     rng = np.random.default_rng(0)
     a, b = rng.random((256, 784), dtype=np.float32), rng.standard_normal((784, 50), dtype=np.float32)
@@ -244,19 +237,16 @@ def check_blas(steps: int):
 
 
 def threads(n: int):
+    """BLAS held to ``n`` threads inside the block (a no-op without threadpoolctl)."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
-        from contextlib import nullcontext
-
         return nullcontext()
     return threadpool_limits(n, user_api="blas")
 
 
 # -- checks on a GPU ---------------------------------------------------------------------------
 def check_cuda(cuda, steps: int):
-    from .system import cuda_report
-
     report = cuda_report()
     gpu = next(d for d in report["devices"] if d["index"] == cuda.cuda_index)
     return True, (f"CuPy {report['cupy']}, CUDA runtime {report['runtime']}, driver "
@@ -290,14 +280,12 @@ def check_gpu_vs_cpu(cuda, steps: int):
     rows = batches(steps)
     ok, detail = agree(run_steps("fast", cuda, x, t, rows)[:2],
                        run_steps("fast", "cpu", x, t, rows)[:2], steps, "GPU and CPU steps")
-    if not ok and "CUPY_TF32" in __import__("os").environ:
+    if not ok and "CUPY_TF32" in os.environ:
         detail += " (CUPY_TF32 is set: TF32 products carry 10-bit mantissas)"
     return ok, detail
 
 
 def check_uint8_on_gpu(cuda, steps: int):
-    from .network import TwoLayerNet
-
     x, t = random_rows()
     pixels = (x * 255).round().astype(np.uint8)
     on_device = TwoLayerNet(device=cuda).as_input(pixels, keep_uint8=True)
@@ -310,10 +298,6 @@ def check_uint8_on_gpu(cuda, steps: int):
 
 
 def check_gpu_scoring(cuda, steps: int):
-    from .cuda_step import CheckedCount
-    from .network import TwoLayerNet
-    from .steps import BufferedCount
-
     x, _ = blobs(60_000)
     pixels = (x * 255).round().astype(np.uint8)
     cpu = TwoLayerNet(seed=0, weight_init_std=0.3, device="cpu")
@@ -332,9 +316,6 @@ def check_gpu_scoring(cuda, steps: int):
 
 
 def check_gpu_memory(cuda, steps: int):
-    from .network import TwoLayerNet
-    from .train import train
-
     x, t = blobs(60_000)
     pixels = (x * 255).round().astype(np.uint8)
     pool = cuda.xp.get_default_memory_pool()
@@ -368,8 +349,6 @@ CUDA_CHECKS = [
 # -- the command -----------------------------------------------------------------------------
 def report(results: list[Check], device, seconds: float) -> dict:
     """Everything a bug report needs: versions, BLAS, CUDA, and every verdict."""
-    from .system import blas_info, cuda_report
-
     return {"fastmnist": __version__, "python": platform.python_version(),
             "platform": platform.platform(), "numpy": np.__version__, "blas": blas_info(),
             "cuda": cuda_report(), "device": device, "seconds": round(seconds, 3),
