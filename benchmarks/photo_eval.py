@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 HERE = Path(__file__).resolve().parent
+SHARED_MNIST = HERE.parent.parent / "shared" / "data" / "mnist"  # this project's machines
 sys.path.insert(0, str(HERE.parent))
 
 from fastmnist import TwoLayerNet, to_numpy, train  # noqa: E402
@@ -134,11 +135,13 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--count", type=int, default=300, help="photos to make (from digits 8000+)")
     p.add_argument("--iters", type=int, default=10_000, help="training steps on digits 0-7999")
-    p.add_argument("--data-dir", default=str(HERE.parent.parent / "shared" / "data" / "mnist"))
+    p.add_argument("--data-dir", default=str(SHARED_MNIST) if SHARED_MNIST.is_dir() else None,
+                   help="folder with the MNIST test files (default: ../shared/data/mnist where "
+                        "it exists, else fastmnist's usual places and mirrors)")
     p.add_argument("--out", default="photo-eval", help="where the photos are written")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    images, labels = load_split("mnist", "test", data_dir=args.data_dir, download=False)
+    images, labels = load_split("mnist", "test", data_dir=args.data_dir)
     x = images.reshape(-1, 784).astype(np.float32) / 255
     net = TwoLayerNet(seed=0, device="cpu")
     train(net, x[:8000], labels[:8000], iters=args.iters, seed=0, quiet=True)

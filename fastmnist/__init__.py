@@ -16,6 +16,7 @@ from .datasets import DataError, load_mnist, load_split
 from .functions import cross_entropy_error, numerical_gradient, sigmoid, sigmoid_grad, softmax
 from .network import TwoLayerNet
 from .train import History, TrainingDiverged, train
+from .doctor import doctor  # light: its checks import what they need when they run
 
 # Photos (SciPy) and figures (matplotlib) load on first use: `import fastmnist` and the
 # command line start in a fraction of the time.
@@ -30,7 +31,7 @@ def __getattr__(name):
 
 __all__ = [
     "Backend", "DataError", "DeviceError", "History", "TrainingDiverged", "TwoLayerNet",
-    "cross_entropy_error", "get_backend", "load_mnist", "load_split", "numerical_gradient",
+    "cross_entropy_error", "doctor", "get_backend", "load_mnist", "load_split", "numerical_gradient",
     "plot_history", "predict_image", "preprocess_image", "sigmoid", "sigmoid_grad", "softmax",
     "sweep", "to_numpy", "train",
 ]

@@ -27,6 +27,7 @@ import numpy as np
 from . import __version__
 from .backend import get_backend, to_numpy
 from .network import TwoLayerNet
+from .system import blas_info, gpu_properties
 from .train import train
 
 
@@ -122,10 +123,13 @@ def run_fastmnist(device, data, iters, batch, lr, seed=0, overlap=None) -> dict:
 
 
 # -- PyTorch, written the usual way ---------------------------------------------------------------
-def torch_module():
+def torch_module(backend=None):
+    """PyTorch, or None when it is not installed or, for a GPU ``backend``, has no CUDA."""
     try:
         import torch
     except ImportError:
+        return None
+    if backend is not None and backend.is_cuda and not torch.cuda.is_available():
         return None
     return torch
 
@@ -193,19 +197,16 @@ def matmul_floor(backend, n_train, n_test, iters, batch, hidden=50, chunk=10_000
 
 # -- the whole workload ------------------------------------------------------------------------------
 def environment(backend) -> dict:
-    from .cli import blas_info
-
     env = {"fastmnist": __version__, "python": platform.python_version(),
            "numpy": np.__version__, "machine": platform.machine(), "processor": platform.processor(),
            "cpus": __import__("os").cpu_count(), "blas": blas_info(), "device": backend.device,
            "dtype": "float32"}
-    torch = torch_module()
+    torch = torch_module(backend)
     if torch is not None:
         env["torch"] = torch.__version__
         env["torch_threads"] = torch.get_num_threads()
     if backend.is_cuda:
-        props = backend.xp.cuda.runtime.getDeviceProperties(backend.cuda_index)
-        env["gpu"] = props["name"].decode()
+        env["gpu"] = gpu_properties(backend.xp, backend.cuda_index)["name"]
         env["cupy"] = backend.xp.__version__
     return env
 
@@ -228,7 +229,7 @@ def workload(data, device="cpu", iters=10_000, batch=100, lr=0.1, repeat=2, vari
     if not backend.is_cuda:  # a GPU run is one stream of work already
         todo["fastmnist-serial"] = lambda: run_fastmnist(backend, data, iters, batch, lr,
                                                          overlap=False)
-    if torch_module() is not None:
+    if torch_module(backend) is not None:
         todo["torch"] = lambda: run_torch(backend.device, data, iters, batch, lr)
     if variants:
         todo = {k: v for k, v in todo.items() if k in variants or k == "matmul-floor"}
@@ -296,7 +297,7 @@ def core(device="cpu", batches=(100, 1000, 10_000, 60_000), hiddens=(50, 256, 10
     rng = np.random.default_rng(0)
     x_host = rng.random((rows, 784), dtype=np.float32)
     t_host = rng.integers(0, 10, rows)
-    torch = torch_module()
+    torch = torch_module(backend)
     results = []
     for hidden in hiddens:
         for batch in batches:

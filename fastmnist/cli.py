@@ -1,4 +1,4 @@
-"""The ``fastmnist`` command: train, predict, gradcheck, data, info, bench, sweep."""
+"""The ``fastmnist`` command: train, predict, gradcheck, data, info, doctor, bench, sweep."""
 from __future__ import annotations
 
 import argparse
@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .backend import DeviceError, get_backend, import_cupy, cuda_devices
+from .backend import DeviceError, get_backend
 from .datasets import REGISTRY, DataError, cache_dir
+from .doctor import add_parser as add_doctor
 from .sweeps import add_parser as add_sweep
 
 
@@ -160,28 +161,12 @@ def add_gradcheck(sub) -> None:
 
 
 # -- info ---------------------------------------------------------------------------------------
-def blas_info() -> list[str]:
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return ["(install threadpoolctl to see the BLAS library)"]
-    return [f"{i.get('internal_api')} {i.get('version')} ({i.get('num_threads')} threads, "
-            f"{i.get('architecture')})" for i in threadpool_info() if i.get("user_api") == "blas"]
-
-
 def cmd_info(args) -> int:
+    from .system import blas_info, cuda_lines, cuda_report
+
     print(f"fastmnist {__version__}, Python {platform.python_version()} on {platform.platform()}")
     print(f"NumPy {np.__version__}; BLAS: {'; '.join(blas_info()) or 'unknown'}")
-    cupy, reason = import_cupy()
-    if cupy is None:
-        print(f"CuPy: not available: {reason}")
-    else:
-        count, why = cuda_devices(cupy)
-        print(f"CuPy {cupy.__version__}: {count} CUDA device(s)" + (f"; {why}" if why else ""))
-        for i in range(count):
-            props = cupy.cuda.runtime.getDeviceProperties(i)
-            print(f"  cuda:{i}: {props['name'].decode()} "
-                  f"({props['totalGlobalMem'] / 2**30:.1f} GiB)")
+    print("\n".join(cuda_lines(cuda_report())))
     backend = get_backend(args.device)
     print(f"device used by default: {backend.device}"
           + (f" (CUDA not used: {backend.reason})" if backend.reason else ""))
@@ -402,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="versions, BLAS, GPUs found and why CUDA is (not) used")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_info)
+    add_doctor(sub)
     add_data(sub)
     add_predict(sub)
     add_bench(sub)

@@ -1,11 +1,18 @@
-"""The training step on a CUDA GPU: fused CuPy kernels and an optional CUDA-graph replay.
+"""The training step on a CUDA GPU: fused kernels and a CUDA-graph replay, each checked at run
+time against code that the tests run, and left for that code when they disagree.
 
 A step of this small network is launch-bound on a GPU: the arithmetic takes microseconds, each
-kernel launch several. :class:`CudaStep` keeps :class:`~fastmnist.steps.BufferedStep`'s buffers
-and layout but runs each element-wise stretch as one kernel (bias + sigmoid; softmax +
-cross-entropy + output gradient; sigmoid derivative), then records the whole step once as a CUDA
-graph and replays it, one launch per step. The graph is checked against an eager step on the
-first batch; if capture fails or the results differ, it says so and stays eager.
+kernel launch several. :class:`FusedStep` keeps :class:`~fastmnist.steps.BufferedStep`'s buffers
+and layout but runs each element-wise stretch as one kernel (:mod:`fastmnist.kernels`), and
+:class:`CudaStep` records the whole step once as a CUDA graph and replays it, one launch a step.
+
+Neither is trusted blindly. On its first batch :class:`FusedStep` takes the step twice from the
+same parameters, once with the fused kernels and once with BufferedStep's generic array calls
+(the code the CPU tests check against the reference step), and compares the updates and losses
+(:mod:`fastmnist.agreement`). If they differ beyond float32 rounding, or a kernel fails to
+compile or launch, it warns once with the reason and keeps the generic step. The CUDA graph is
+checked the same way against the eager fused step. :class:`CheckedCount` does the same for the
+full-set scoring. These checks copy to the host once, on the first step or scoring only.
 
 CuPy reaches this module only as ``backend.xp``: nothing here imports it.
 """
@@ -13,83 +20,129 @@ from __future__ import annotations
 
 import warnings
 
+from . import agreement
+from .backend import to_numpy
+from .kernels import CudaKernels
 from .steps import BufferedStep
 
-SOFTMAX_XENT = r"""
-extern "C" __global__ void softmax_xent(float* y, const float* t, float* loss,
-                                        const float scale, const int classes, const int batch) {
-    // y: logits, class-major (classes, batch); t: one-hot rows (batch, classes).
-    // Leaves (softmax - onehot) * scale in y and each row's cross-entropy in loss.
-    int r = blockIdx.x * blockDim.x + threadIdx.x;
-    if (r >= batch) return;
-    float m = y[r];
-    for (int c = 1; c < classes; ++c) m = fmaxf(m, y[c * batch + r]);
-    float total = 0.f, target = 0.f;
-    for (int c = 0; c < classes; ++c) {
-        float s = y[c * batch + r] - m;
-        target += t[r * classes + c] * s;
-        float e = expf(s);
-        total += e;
-        y[c * batch + r] = e;
-    }
-    loss[r] = logf(total) - target;
-    float inv = scale / total;
-    for (int c = 0; c < classes; ++c)
-        y[c * batch + r] = y[c * batch + r] * inv - t[r * classes + c] * scale;
-}
-"""
 
+class FusedStep(BufferedStep):
+    """:class:`BufferedStep` with its element-wise work in three kernels, self-checked.
 
-class CudaStep(BufferedStep):
-    """:class:`BufferedStep` with fused kernels and graph replay (float32 on CuPy only)."""
+    ``kernels`` provides ``bias_sigmoid``, ``softmax_xent`` and ``sigmoid_backward``
+    (:class:`~fastmnist.kernels.CudaKernels` on a GPU; :class:`~fastmnist.kernels.NumpyKernels`
+    or a deliberately broken one in tests). After the first step, ``fused`` says which path
+    runs (True: the kernels; False: the generic calls) and ``reason`` why not the kernels.
+    """
 
-    def __init__(self, params, x, onehot, learning_rate, batch_size, xp, graph: bool = True):
+    def __init__(self, params, x, onehot, learning_rate, batch_size, xp, kernels):
         super().__init__(params, x, onehot, learning_rate, batch_size, xp)
-        self.bias_sigmoid = xp.ElementwiseKernel(
-            "T a, T b", "T z", "z = 1 / (1 + exp(-(a + b)))", "fastmnist_bias_sigmoid")
-        self.sigmoid_backward = xp.ElementwiseKernel(
-            "T z", "T dz", "dz = dz * z * (1 - z)", "fastmnist_sigmoid_backward")
-        self.softmax_xent = xp.RawKernel(SOFTMAX_XENT, "softmax_xent")
-        b = batch_size
-        self.idx = xp.zeros((b,), xp.int64)  # the graph reads its batch from these fixed buffers
-        self.loss_rows = xp.zeros((b,), self.W2a.dtype)
-        self.use_graph, self.graph, self.stream = graph, None, None  # capture needs its own stream
+        self.kernels = kernels
+        self.idx = xp.zeros((batch_size,), xp.int64)  # the graph reads its batch from here
+        self.loss_rows = xp.zeros((1, batch_size), self.W2a.dtype)  # one step's per-row losses
+        self.tol = agreement.tolerance(self.W2a.dtype, agreement.terms_per_step(
+            (self.gW1.shape[0], self.a1.shape[1], self.yT.shape[0]), batch_size))
+        self.fused, self.reason = None, None
+
+    def __call__(self, idx, losses, i: int) -> None:
+        self.idx[...] = idx
+        if self.fused is None:
+            self.fused = self.check_fused()
+        elif self.fused:
+            self.eager()
+        else:
+            self.generic()
+        losses[i] = self.loss_rows[0]
 
     def eager(self) -> None:
-        """One step from ``self.idx``, leaving per-row losses in ``self.loss_rows``."""
-        xp, p = self.xp, self.params
+        """One fused step from the rows in ``self.idx``; per-row losses into ``loss_rows``."""
+        xp, p, k = self.xp, self.params, self.kernels
         h = self.a1.shape[1]
-        c, b = self.yT.shape
         z1 = self.za[:, :h]
         self.batch.fill(self.idx)
         xp.matmul(self.batch.x, p["W1"], out=self.a1)
-        self.bias_sigmoid(self.a1, p["b1"], z1)
+        k.bias_sigmoid(self.a1, p["b1"], z1)
         xp.matmul(self.W2a.T, self.za.T, out=self.yT)
-        threads = 128
-        self.softmax_xent(((b + threads - 1) // threads,), (threads,),
-                          (self.yT, self.batch.t, self.loss_rows, self.scale, xp.int32(c), xp.int32(b)))
+        k.softmax_xent(self.yT, self.batch.t, self.loss_rows[0], self.scale)
         xp.matmul(self.za.T, self.yT.T, out=self.gW2a)
         xp.matmul(self.yT.T, p["W2"].T, out=self.dz1)
-        self.sigmoid_backward(z1, self.dz1)
+        k.sigmoid_backward(z1, self.dz1)
         xp.matmul(self.batch.x.T, self.dz1, out=self.gW1)
         xp.matmul(self.ones, self.dz1, out=self.gb1)
         p["W1"] -= self.gW1
         p["b1"] -= self.gb1
         self.W2a -= self.gW2a
 
-    def __call__(self, idx, losses, i: int) -> None:
-        self.idx[...] = idx
-        if self.use_graph and self.graph is None:
-            self.graph = self.capture_checked()
-            if self.graph is None:
-                self.use_graph = False
-            losses[i] = self.loss_rows  # capture_checked has already taken this step
-            return
-        if self.graph is not None:
-            self.graph.launch()  # on the current stream, in order with the copies around it
-        else:
+    def generic(self) -> None:
+        """The same step with BufferedStep's generic array calls."""
+        self.batch.fill(self.idx)
+        self.compute(self.batch, self.loss_rows, 0)
+
+    def check_fused(self) -> bool:
+        """Take this step generically and fused from the same parameters; keep the fused kernels
+        only if both agree. Either way the parameters end one (correct) step further on."""
+        before = self.state()
+        self.generic()
+        expected = self.state()
+        self.restore(before)
+        try:
             self.eager()
-        losses[i] = self.loss_rows
+            problem = self.differs_from(expected, before)
+            problem = problem and f"it disagrees with the generic step: {problem}"
+        except Exception as exc:  # a kernel that does not compile or launch
+            problem = f"a fused kernel failed ({type(exc).__name__}: {first_line(exc)})"
+        if problem is None:
+            return True
+        self.restore(expected)
+        self.reason = f"the fused CUDA step was not used: {problem}"
+        warnings.warn(f"{self.reason}; training with the generic step (slower, same results)",
+                      RuntimeWarning, stacklevel=3)
+        return False
+
+    def differs_from(self, expected: dict, before: dict) -> str | None:
+        """What in the current parameters and losses differs from ``expected`` beyond the
+        rounding of one step taken from ``before``; None when nothing does."""
+        now = self.state()
+
+        def params(state: dict) -> dict:
+            return {k: state[k] for k in ("W1", "b1", "W2a")}
+
+        return (agreement.disagreement(params(now), params(expected), self.tol, params(before))
+                or agreement.disagreement({"loss": now["loss"]}, {"loss": expected["loss"]},
+                                          self.tol))
+
+    def state(self) -> dict:
+        """Copies of what a step changes: parameters (``b2`` is ``W2a``'s last row) and losses."""
+        return {"W1": self.params["W1"].copy(), "b1": self.params["b1"].copy(),
+                "W2a": self.W2a.copy(), "loss": self.loss_rows.copy()}
+
+    def restore(self, state: dict) -> None:
+        for k, v in (("W1", self.params["W1"]), ("b1", self.params["b1"]),
+                     ("W2a", self.W2a), ("loss", self.loss_rows)):
+            v[...] = state[k]
+
+
+class CudaStep(FusedStep):
+    """:class:`FusedStep` on CuPy in float32, replayed as a CUDA graph (unless ``graph`` is
+    False) once the fused kernels have passed their check; ``graph_reason`` says why not, when
+    the graph was tried and left out."""
+
+    def __init__(self, params, x, onehot, learning_rate, batch_size, xp, graph: bool = True):
+        super().__init__(params, x, onehot, learning_rate, batch_size, xp, CudaKernels(xp))
+        self.use_graph, self.graph, self.stream = graph, None, None  # capture needs its own stream
+        self.graph_reason = None
+
+    def __call__(self, idx, losses, i: int) -> None:
+        if not (self.fused and self.use_graph):
+            super().__call__(idx, losses, i)
+            return
+        self.idx[...] = idx
+        if self.graph is None:
+            self.graph = self.capture_checked()  # takes this step
+            self.use_graph = self.graph is not None
+        else:
+            self.graph.launch()  # on the current stream, in order with the copies around it
+        losses[i] = self.loss_rows[0]
 
     def capture_checked(self):
         """Capture :meth:`eager` as a CUDA graph and check it on the current batch.
@@ -98,10 +151,9 @@ class CudaStep(BufferedStep):
         the graph only when both agree. Either way the parameters end one step further on.
         """
         xp = self.xp
-        before = {k: v.copy() for k, v in self._state().items()}
+        before = self.state()
         self.eager()
-        expected = {k: v.copy() for k, v in self._state().items()}
-        expected_loss = self.loss_rows.copy()
+        expected = self.state()
         try:
             self.stream = xp.cuda.Stream(non_blocking=True)
             with self.stream:
@@ -110,28 +162,61 @@ class CudaStep(BufferedStep):
                     self.eager()
                 finally:
                     graph = self.stream.end_capture()
-            for k, v in self._state().items():
-                v[...] = before[k]
+            self.restore(before)
             graph.launch()
             xp.cuda.Device().synchronize()
+            problem = self.differs_from(expected, before)
         except Exception as exc:  # capture unsupported by this driver/CuPy/allocator
-            self._restore(expected, expected_loss)
-            warnings.warn(f"CUDA graph capture failed ({exc}); running the step eagerly",
-                          RuntimeWarning, stacklevel=3)
-            return None
-        same = all(bool(xp.allclose(v, expected[k], rtol=1e-5, atol=1e-7))
-                   for k, v in self._state().items())
-        if not same:
-            self._restore(expected, expected_loss)
-            warnings.warn("the CUDA graph's step differed from the eager step; running eagerly",
-                          RuntimeWarning, stacklevel=3)
-            return None
-        return graph
+            problem = f"capture failed ({type(exc).__name__}: {first_line(exc)})"
+        if problem is None:
+            return graph
+        self.restore(expected)
+        self.graph_reason = f"the CUDA graph of the step was not used: {problem}"
+        warnings.warn(f"{self.graph_reason}; running the fused step eagerly", RuntimeWarning,
+                      stacklevel=3)
+        return None
 
-    def _state(self) -> dict:
-        return {"W1": self.params["W1"], "b1": self.params["b1"], "W2a": self.W2a}
 
-    def _restore(self, state: dict, loss) -> None:
-        for k, v in self._state().items():
-            v[...] = state[k]
-        self.loss_rows[...] = loss
+class CheckedCount:
+    """A full-set scorer checked on its first call against a plain one.
+
+    ``fast`` and ``plain`` are ``count(x, t_idx)`` callables returning 0-d device counts (on a
+    GPU: :class:`~fastmnist.steps.BufferedCount` and ``TwoLayerNet.count_correct``). Their first
+    counts may differ only by rows whose class float rounding can flip
+    (:func:`fastmnist.agreement.uncertain_rows`); beyond that, or if ``fast`` fails, it warns
+    once and scores with ``plain`` from then on.
+    """
+
+    def __init__(self, fast, plain, params: dict):
+        self.fast, self.plain, self.params = fast, plain, params
+        self.checked, self.reason = False, None
+
+    def __call__(self, x, t_idx):
+        if self.checked:
+            return (self.plain if self.reason else self.fast)(x, t_idx)
+        self.checked = True
+        expected = self.plain(x, t_idx)
+        try:
+            got = int(to_numpy(self.fast(x, t_idx)))
+        except Exception as exc:
+            self.reason = f"it failed ({type(exc).__name__}: {first_line(exc)})"
+        else:
+            want = int(to_numpy(expected))
+            if got != want:
+                (d, h), c = self.params["W1"].shape, self.params["W2"].shape[1]
+                tol = agreement.tolerance(self.params["W1"].dtype,
+                                          agreement.terms_per_step((d, h, c), 1))
+                flips = agreement.uncertain_rows(self.params, x, tol)
+                if abs(got - want) > flips:
+                    self.reason = (f"it counted {got} correct rows where the plain scorer "
+                                   f"counted {want} (rounding could change {flips})")
+        if self.reason:
+            warnings.warn(f"the fast full-set scoring was not used: {self.reason}; scoring "
+                          "with the plain forward pass", RuntimeWarning, stacklevel=2)
+        return expected
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (compiler logs run to pages)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

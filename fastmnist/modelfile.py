@@ -1,8 +1,10 @@
-"""Model files: a network's parameters and metadata in one ``.npz``, never a pickle.
+"""Model files: a two-layer network's parameters and metadata in one ``.npz``, never a pickle.
 
 Layout: arrays ``W1 b1 W2 b2`` plus ``meta``, a JSON string (format, sizes, dtype, dataset,
-preprocessing, seed, accuracy, fastmnist version). Loading checks everything before it builds a
-network, so a bad file is refused whole with a message saying what is wrong.
+preprocessing, seed, accuracy, fastmnist version). This module knows the file format only, on
+host arrays and a metadata dict; :meth:`fastmnist.TwoLayerNet.save` and ``.load`` turn networks
+into them and back. Reading checks everything first, so a bad file is refused whole with a
+message saying what is wrong.
 """
 from __future__ import annotations
 
@@ -15,9 +17,9 @@ import numpy as np
 
 from . import __version__
 from .files import atomic_open
-from .network import PARAM_NAMES, TwoLayerNet
 
 FORMAT = "fastmnist.TwoLayerNet/1"
+ARRAYS = ("W1", "b1", "W2", "b2")  # shapes (D, H), (H,), (H, C), (C,) for meta["sizes"] D, H, C
 PREPROCESSING = "mnist: white on black, 28x28, digit fitted to 20x20 and centred by mass, 0..1"
 
 
@@ -25,19 +27,16 @@ class ModelFileError(ValueError):
     """A model file is missing, corrupt or not a fastmnist two-layer network."""
 
 
-def save_model(net: TwoLayerNet, path, **metadata) -> Path:
-    """Write ``net`` to ``path`` (``.npz`` is appended if missing) atomically; returns the path."""
+def write_model_file(path, arrays: dict, meta: dict) -> Path:
+    """Write host ``arrays`` (``W1 b1 W2 b2``) and ``meta`` (JSON-able, with ``sizes``) to
+    ``path`` atomically, ``.npz`` appended if missing; returns the path written."""
     path = Path(path)
     if path.suffix != ".npz":
         path = path.with_name(path.name + ".npz")
-    meta = {**getattr(net, "metadata", {}), **metadata, "format": FORMAT,
-            "sizes": list(net.sizes), "dtype": net.dtype_name, "seed": net.seed,
-            "weight_init_std": net.weight_init_std, "fastmnist": __version__,
+    meta = {"preprocessing": PREPROCESSING, **meta, "format": FORMAT, "fastmnist": __version__,
             "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    meta.setdefault("preprocessing", PREPROCESSING)
-    arrays = net.host_params()
     with atomic_open(path) as f:
-        np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+        np.savez(f, meta=np.array(json.dumps(meta)), **{k: arrays[k] for k in ARRAYS})
     return path
 
 
@@ -68,9 +67,9 @@ def read_model_file(path) -> tuple[dict, dict]:
     if meta.get("format") != FORMAT:
         raise ModelFileError(f"{path} is a {meta.get('format')!r} file; this fastmnist reads "
                              f"{FORMAT!r} (a two-layer network)")
-    if set(contents) != set(PARAM_NAMES):
+    if set(contents) != set(ARRAYS):
         raise ModelFileError(f"{path} holds arrays {sorted(contents)}; a two-layer network has "
-                             f"exactly {list(PARAM_NAMES)} (a different architecture?)")
+                             f"exactly {list(ARRAYS)} (a different architecture?)")
     check_shapes(path, contents, meta)
     return contents, meta
 
@@ -92,13 +91,3 @@ def check_shapes(path, arrays: dict, meta: dict) -> None:
             raise ModelFileError(f"{path}: {k} contains NaN or infinite values (the run that "
                                  "saved it diverged); retrain with a smaller learning rate")
 
-
-def load_model(path, device="auto") -> TwoLayerNet:
-    """A :class:`TwoLayerNet` rebuilt from ``path`` on ``device``; nothing half-loaded on error."""
-    arrays, meta = read_model_file(path)
-    d, h, c = meta["sizes"]
-    net = TwoLayerNet(d, h, c, meta.get("weight_init_std", 0.01), device=device,
-                      dtype=meta.get("dtype", "float32"), seed=meta.get("seed"))
-    net.params = {k: net.backend.asarray(arrays[k], dtype=net.dtype) for k in PARAM_NAMES}
-    net.metadata = meta
-    return net

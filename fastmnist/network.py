@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import functools
 import math
+from pathlib import Path
 
 import numpy as np
 
 from . import functions as F
 from .backend import array_namespace, get_backend, to_numpy
+from .modelfile import read_model_file, write_model_file
 
 PARAM_NAMES = ("W1", "b1", "W2", "b2")
 PIXEL_SCALE = 1.0 / 255.0  # uint8 pixels to 0..1
@@ -160,18 +162,24 @@ class TwoLayerNet:
         return predict_image(source, self, top=top)
 
     # -- files --------------------------------------------------------------------------------
-    def save(self, path, **metadata):
-        """Write this network to a ``.npz`` model file (see :mod:`fastmnist.modelfile`)."""
-        from .modelfile import save_model
-
-        return save_model(self, path, **metadata)
+    def save(self, path, **metadata) -> Path:
+        """Write this network to a ``.npz`` model file (see :mod:`fastmnist.modelfile`) with its
+        ``metadata`` and any given here; returns the path written."""
+        meta = {**self.metadata, **metadata, "sizes": list(self.sizes), "dtype": self.dtype_name,
+                "seed": self.seed, "weight_init_std": self.weight_init_std}
+        return write_model_file(path, self.host_params(), meta)
 
     @classmethod
     def load(cls, path, device="auto") -> "TwoLayerNet":
-        """Read a model file written by :meth:`save`; bad files are refused whole."""
-        from .modelfile import load_model
-
-        return load_model(path, device)
+        """A network rebuilt on ``device`` from a file written by :meth:`save`; a bad file is
+        refused whole (:class:`fastmnist.modelfile.ModelFileError`), nothing half-loaded."""
+        arrays, meta = read_model_file(path)
+        d, h, c = meta["sizes"]
+        net = cls(d, h, c, meta.get("weight_init_std", 0.01), device=device,
+                  dtype=meta.get("dtype", "float32"), seed=meta.get("seed"))
+        net.params = {k: net.backend.asarray(arrays[k], dtype=net.dtype) for k in PARAM_NAMES}
+        net.metadata = meta
+        return net
 
     # -- moving ---------------------------------------------------------------------------------
     def host_params(self) -> dict:

@@ -201,7 +201,7 @@ def train(net: TwoLayerNet, x_train, t_train, x_test=None, t_test=None, *, iters
     with np.errstate(all="ignore"):  # a diverging run is caught below, with a better message
         with single_threaded_blas() if overlap else nullcontext(False) as blas_limited:
             history.config["overlap"] = bool(blas_limited)
-            count = BufferedCount(net.params, xp) if fast else net.count_correct
+            count = make_count(fast, net)
             if blas_limited:
                 with Pipeline(step.new_batch, sampler, iters, sets) as pipe:
                     loop.overlapped(iters, pipe)
@@ -299,6 +299,18 @@ def make_step(fast, net, x, t, learning_rate, batch_size, cuda_graph=True):
     if fast:
         return BufferedStep(net.params, x, onehot, learning_rate, batch_size, net.xp)
     return PlainStep(net.params, x, onehot, learning_rate)
+
+
+def make_count(fast, net):
+    """The full-set scorer: the buffered one when ``fast`` (on a GPU, checked on its first
+    call against the plain forward pass), else the network's own."""
+    if not fast:
+        return net.count_correct
+    if net.backend.is_cuda:
+        from .cuda_step import CheckedCount
+
+        return CheckedCount(BufferedCount(net.params, net.xp), net.count_correct, net.params)
+    return BufferedCount(net.params, net.xp)
 
 
 def record_losses(history: History, losses, first: int, lr: float) -> None:

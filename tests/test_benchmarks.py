@@ -46,10 +46,11 @@ def test_data_benchmark(fashion_dir):
     assert 0 < out["cache_seconds"] and 0 < out["files_seconds"]
 
 
-def test_photo_benchmark(tmp_path, mnist_test):
+def test_photo_benchmark(tmp_path, mnist_dir):
     import photo_eval
 
-    out = photo_eval.main(["--count", "12", "--iters", "300", "--out", str(tmp_path / "p")])
+    out = photo_eval.main(["--count", "12", "--iters", "300", "--out", str(tmp_path / "p"),
+                           "--data-dir", str(mnist_dir)])
     assert out["count"] == 12 and out["similarity_mean"] > 0.8
     assert 0 <= out["accuracy_article_pipeline"] <= out["accuracy_clean_originals"] + 0.1
 

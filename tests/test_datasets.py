@@ -13,20 +13,12 @@ import pytest
 
 from fastmnist import datasets as D
 from fastmnist.datasets import DataError, DataFile, Dataset, load_mnist, load_split
+from tests.conftest import idx_images, idx_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 # -- generated IDX data ---------------------------------------------------------------------------
-def idx_images(images: np.ndarray) -> bytes:
-    n = images.shape[0]
-    return (2051).to_bytes(4, "big") + n.to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + images.tobytes()
-
-
-def idx_labels(labels: np.ndarray) -> bytes:
-    return (2049).to_bytes(4, "big") + labels.shape[0].to_bytes(4, "big") + labels.tobytes()
-
-
 def make_split(n, seed):
     rng = np.random.default_rng(seed)
     return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n, dtype=np.uint8)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fastmnist import TwoLayerNet
-from fastmnist.modelfile import FORMAT, ModelFileError, load_model, save_model
+from fastmnist.modelfile import FORMAT, ModelFileError
 
 xps = pytest.importorskip("array_api_strict")
 
@@ -15,7 +15,7 @@ xps = pytest.importorskip("array_api_strict")
 def saved(tmp_path):
     net = TwoLayerNet(784, 30, 10, seed=7, device="cpu")
     net.params["b2"] += np.float32(0.25)  # not just the initial state
-    return net, save_model(net, tmp_path / "m.npz", dataset="mnist", test_accuracy=0.93)
+    return net, net.save(tmp_path / "m.npz", dataset="mnist", test_accuracy=0.93)
 
 
 def test_round_trip_is_exact_and_keeps_metadata(saved):
@@ -48,24 +48,24 @@ def test_truncated_file(saved, tmp_path):
     bad = tmp_path / "cut.npz"
     bad.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(ModelFileError, match="truncated or corrupt"):
-        load_model(bad)
+        TwoLayerNet.load(bad)
 
 
 def test_pickles_are_refused(tmp_path):
     plain = tmp_path / "model.pkl"
     plain.write_bytes(pickle.dumps({"W1": np.zeros((784, 50))}))
     with pytest.raises(ModelFileError, match="pickle"):
-        load_model(plain)
+        TwoLayerNet.load(plain)
     obj = tmp_path / "objects.npz"
     np.savez(obj, meta=np.array([{"format": FORMAT}], dtype=object))
     with pytest.raises(ModelFileError, match="pickle"):
-        load_model(obj)
+        TwoLayerNet.load(obj)
 
 
 def test_wrong_shapes(saved, tmp_path):
     _, path = saved
     with pytest.raises(ModelFileError, match="W2 has shape \\(30, 9\\), expected \\(30, 10\\)"):
-        load_model(rewrite(path, tmp_path, W2=np.zeros((30, 9), np.float32)))
+        TwoLayerNet.load(rewrite(path, tmp_path, W2=np.zeros((30, 9), np.float32)))
 
 
 def test_nans(saved, tmp_path):
@@ -73,24 +73,24 @@ def test_nans(saved, tmp_path):
     w = net.params["W1"].copy()
     w[3, 3] = np.nan
     with pytest.raises(ModelFileError, match="W1 contains NaN"):
-        load_model(rewrite(path, tmp_path, W1=w))
+        TwoLayerNet.load(rewrite(path, tmp_path, W1=w))
 
 
 def test_other_architectures(saved, tmp_path):
     _, path = saved
     with pytest.raises(ModelFileError, match="a different architecture"):
-        load_model(rewrite(path, tmp_path, W3=np.zeros((10, 10), np.float32)))
+        TwoLayerNet.load(rewrite(path, tmp_path, W3=np.zeros((10, 10), np.float32)))
     with pytest.raises(ModelFileError, match="this fastmnist reads"):
-        load_model(rewrite(path, tmp_path, meta_update={"format": "keras.Sequential/2"}))
+        TwoLayerNet.load(rewrite(path, tmp_path, meta_update={"format": "keras.Sequential/2"}))
     plain = tmp_path / "plain.npz"
     np.savez(plain, W1=np.zeros((784, 50)))
     with pytest.raises(ModelFileError, match="no 'meta' record"):
-        load_model(plain)
+        TwoLayerNet.load(plain)
 
 
 def test_missing_file_says_how_to_make_one(tmp_path):
     with pytest.raises(ModelFileError, match="fastmnist train --save"):
-        load_model(tmp_path / "nothing.npz")
+        TwoLayerNet.load(tmp_path / "nothing.npz")
 
 
 def test_a_bad_file_never_half_loads(saved, tmp_path):
