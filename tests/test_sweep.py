@@ -13,18 +13,18 @@ import pytest
 
 import fastmnist as fm
 from fastmnist.space import Range, SweepSpecError, expand
-from tests.conftest import FASHION_DIR, ROOT
+from tests.conftest import ROOT
 
 ROWS = 3000  # training rows of the subset; the test set is the full 10,000
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 @pytest.fixture(scope="module")
-def data(fashion_dir, tmp_path_factory):
+def data(fashion_files, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
         (x, t), test = fm.load_mnist(normalize=True, dataset="fashion-mnist",
-                                     data_dir=fashion_dir, download=False)
+                                     data_dir=fashion_files, download=False)
     return (x[:ROWS], t[:ROWS]), test
 
 
@@ -172,14 +172,14 @@ def test_cli_refuses_bad_specs_without_a_traceback(args, message):
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_cli_without_ray_runs_locally_and_names_the_extra(tmp_path):
+def test_cli_without_ray_runs_locally_and_names_the_extra(tmp_path, fashion_files):
     no_ray = ("sys.modules['ray'] = None; "  # `import ray` fails as if it were not installed
               "from fastmnist.cli import main; sys.exit(main(sys.argv[1:]))")
     proc = run_cli("--engine", "ray", code=no_ray)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "pip install 'fastmnist[sweep]'" in proc.stderr
     out = tmp_path / "out"
-    proc = run_cli("--dataset", "fashion-mnist", "--data-dir", str(FASHION_DIR), "--offline",
+    proc = run_cli("--dataset", "fashion-mnist", "--data-dir", str(fashion_files), "--offline",
                    "--train-limit", "2000", "--iters", "50", "--hidden", "8,16",
                    "--out", str(out), code=no_ray)
     assert proc.returncode == 0, proc.stderr
@@ -189,10 +189,10 @@ def test_cli_without_ray_runs_locally_and_names_the_extra(tmp_path):
                                                      "sweep.png"]
 
 
-def test_ctrl_c_stops_the_sweep_and_keeps_finished_trials(tmp_path):
+def test_ctrl_c_stops_the_sweep_and_keeps_finished_trials(tmp_path, fashion_files):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "fastmnist.cli", "sweep", "--engine", "local", "--offline",
-           "--dataset", "fashion-mnist", "--data-dir", str(FASHION_DIR), "--iters", "4000",
+           "--dataset", "fashion-mnist", "--data-dir", str(fashion_files), "--iters", "4000",
            "--lr", "0.3,0.2,0.1,0.05", "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=ENV)
