@@ -29,7 +29,7 @@ import numpy as np
 
 from . import __version__, agreement
 from .backend import CUDA_HINT, DeviceError, get_backend, to_numpy
-from .cuda_step import CheckedCount, first_line
+from .steps.cuda import CheckedCount, first_line
 from .modelfile import ModelFileError
 from .network import TwoLayerNet, gradient_check, one_hot
 from .steps import BufferedCount, BufferedStep, PlainStep

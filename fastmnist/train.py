@@ -13,8 +13,8 @@ import numpy as np
 
 from .backend import to_numpy
 from .network import TwoLayerNet, on_device, one_hot
-from .cpu_step import CpuStep
-from .pipeline import Pipeline, single_threaded_blas, worth_overlapping
+from .steps.cpu import CpuStep
+from .steps.pipeline import Pipeline, single_threaded_blas, worth_overlapping
 from .steps import BufferedCount, BufferedStep, PlainStep
 
 SAMPLING = ("replacement", "epoch")
@@ -214,7 +214,7 @@ def train(net: TwoLayerNet, x_train, t_train, x_test=None, t_test=None, *, iters
 
 
 class Loop:
-    """The training loop, serial or overlapped with a :class:`~fastmnist.pipeline.Pipeline`.
+    """The training loop, serial or overlapped with a :class:`~fastmnist.steps.pipeline.Pipeline`.
 
     Both record the same History: per-step losses (checked for NaN at each evaluation point)
     and accuracies at ``eval_steps``. Serially, ``eval_seconds`` is the time spent scoring;
@@ -293,7 +293,7 @@ def make_step(fast, net, x, t, learning_rate, batch_size, cuda_graph=True):
         return CpuStep(net.params, x, t, learning_rate, batch_size)
     onehot = one_hot(t, net.sizes[2], net.dtype)
     if fast and net.backend.is_cuda and net.dtype_name == "float32":
-        from .cuda_step import CudaStep
+        from .steps.cuda import CudaStep
 
         return CudaStep(net.params, x, onehot, learning_rate, batch_size, net.xp, cuda_graph)
     if fast:
@@ -307,7 +307,7 @@ def make_count(fast, net):
     if not fast:
         return net.count_correct
     if net.backend.is_cuda:
-        from .cuda_step import CheckedCount
+        from .steps.cuda import CheckedCount
 
         return CheckedCount(BufferedCount(net.params, net.xp), net.count_correct, net.params)
     return BufferedCount(net.params, net.xp)

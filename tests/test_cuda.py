@@ -8,8 +8,8 @@ import pytest
 from fastmnist import TwoLayerNet, agreement, functions as F, to_numpy, train
 from fastmnist.backend import DeviceError, array_namespace, get_backend
 from fastmnist.cli import main
-from fastmnist.cuda_step import CheckedCount, CudaStep, FusedStep
-from fastmnist.kernels import CudaKernels, NumpyKernels
+from fastmnist.steps.cuda import CheckedCount, CudaStep, FusedStep
+from fastmnist.steps.kernels import CudaKernels, NumpyKernels
 from fastmnist.network import gradient_check, one_hot
 from fastmnist.steps import BufferedCount, BufferedStep
 from fastmnist.train import make_step
@@ -163,7 +163,7 @@ def test_a_wrong_cuda_kernel_is_caught_and_the_generic_step_trains(cp):
 
 
 def test_a_kernel_that_does_not_compile_is_caught(monkeypatch):
-    import fastmnist.kernels as kernels
+    import fastmnist.steps.kernels as kernels
 
     broken = kernels.SOFTMAX_XENT._replace(
         source=kernels.SOFTMAX_XENT.source.replace("expf(s)", "expf(s, m)"))

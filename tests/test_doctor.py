@@ -12,7 +12,7 @@ import pytest
 import fastmnist
 from fastmnist.backend import probe_cuda
 from fastmnist.cli import main
-from fastmnist.cpu_step import CpuStep
+from fastmnist.steps.cpu import CpuStep
 from fastmnist.doctor import CPU_CHECKS, CUDA_CHECKS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,5 +1,5 @@
 """The GPU's fused step and its self-check, run on the CPU: FusedStep drives NumPy versions of
-the CUDA kernels (fastmnist.kernels.NumpyKernels), so its layout and the check that guards it
+the CUDA kernels (fastmnist.steps.kernels.NumpyKernels), so its layout and the check that guards it
 are tested here; deliberately broken kernels must be caught, warned about, and replaced by the
 generic step, with training exactly as that step gives it."""
 import importlib
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from fastmnist import TwoLayerNet, train
-from fastmnist.cuda_step import CheckedCount, FusedStep
-from fastmnist.kernels import NumpyKernels
+from fastmnist.steps.cuda import CheckedCount, FusedStep
+from fastmnist.steps.kernels import NumpyKernels
 from fastmnist.network import one_hot
 from fastmnist.steps import BufferedCount, BufferedStep, PlainStep
 from tests.conftest import assert_agree, small_problem

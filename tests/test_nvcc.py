@@ -1,6 +1,6 @@
 """The GPU step's CUDA C, compiled here by nvcc for the GPUs fastmnist targets (sm_80: A100,
 sm_90: H100), so a syntax or type error fails without a GPU. The sources are the very objects
-fastmnist.kernels hands to CuPy; ElementwiseKernel bodies are wrapped the way CuPy wraps them
+fastmnist.steps.kernels hands to CuPy; ElementwiseKernel bodies are wrapped the way CuPy wraps them
 (T bound to the argument type, inputs as ``const T &``, outputs as ``T &``, a loop over ``i``)."""
 import shutil
 import subprocess
@@ -8,8 +8,8 @@ import types
 
 import pytest
 
-from fastmnist import kernels
-from fastmnist.kernels import ELEMENTWISE, RAW, CudaKernels, Elementwise, Raw
+from fastmnist.steps import kernels
+from fastmnist.steps.kernels import ELEMENTWISE, RAW, CudaKernels, Elementwise, Raw
 
 NVCC = shutil.which("nvcc")
 ARCHS = ("sm_80", "sm_90")

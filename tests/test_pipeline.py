@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fastmnist import TrainingDiverged, TwoLayerNet, train
-from fastmnist.pipeline import GROUP, SLOTS, single_threaded_blas
+from fastmnist.steps.pipeline import GROUP, SLOTS, single_threaded_blas
 from tests.conftest import small_problem
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
@@ -42,7 +42,7 @@ def test_overlapped_training_equals_serial_training(iters):
 
 
 def test_auto_overlaps_small_batches_on_two_cores_only(monkeypatch):
-    import fastmnist.pipeline as pipeline
+    import fastmnist.steps.pipeline as pipeline
 
     monkeypatch.setattr(pipeline, "usable_cores", lambda: 2)
     assert run(None, 20)[1].config["overlap"] is True
@@ -69,7 +69,7 @@ def test_divergence_stops_the_helper_too():
 
 @pytest.mark.parametrize("where", ["gathering", "scoring"])
 def test_a_failing_helper_is_reported_not_hung(monkeypatch, where):
-    from fastmnist.cpu_step import CpuBatch
+    from fastmnist.steps.cpu import CpuBatch
     from fastmnist.steps import BufferedCount
 
     def broken(*args):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from fastmnist import TwoLayerNet
-from fastmnist.cpu_step import CpuStep
+from fastmnist.steps.cpu import CpuStep
 from fastmnist.network import one_hot
 from fastmnist.steps import BufferedCount, BufferedStep, PlainStep
 from tests.conftest import assert_agree, small_problem

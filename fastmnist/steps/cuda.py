@@ -2,8 +2,8 @@
 time against code that the tests run, and left for that code when they disagree.
 
 A step of this small network is launch-bound on a GPU: the arithmetic takes microseconds, each
-kernel launch several. :class:`FusedStep` keeps :class:`~fastmnist.steps.BufferedStep`'s buffers
-and layout but runs each element-wise stretch as one kernel (:mod:`fastmnist.kernels`), and
+kernel launch several. :class:`FusedStep` keeps :class:`~fastmnist.steps.generic.BufferedStep`'s buffers
+and layout but runs each element-wise stretch as one kernel (:mod:`fastmnist.steps.kernels`), and
 :class:`CudaStep` records the whole step once as a CUDA graph and replays it, one launch a step.
 
 Neither is trusted blindly. On its first batch :class:`FusedStep` takes the step twice from the
@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import warnings
 
-from . import agreement
-from .backend import to_numpy
+from .. import agreement
+from ..backend import to_numpy
 from .kernels import CudaKernels
-from .steps import BufferedStep
+from .generic import BufferedStep
 
 
 class FusedStep(BufferedStep):
     """:class:`BufferedStep` with its element-wise work in three kernels, self-checked.
 
     ``kernels`` provides ``bias_sigmoid``, ``softmax_xent`` and ``sigmoid_backward``
-    (:class:`~fastmnist.kernels.CudaKernels` on a GPU; :class:`~fastmnist.kernels.NumpyKernels`
+    (:class:`~fastmnist.steps.kernels.CudaKernels` on a GPU; :class:`~fastmnist.steps.kernels.NumpyKernels`
     or a deliberately broken one in tests). After the first step, ``fused`` says which path
     runs (True: the kernels; False: the generic calls) and ``reason`` why not the kernels.
     """
@@ -181,7 +181,7 @@ class CheckedCount:
     """A full-set scorer checked on its first call against a plain one.
 
     ``fast`` and ``plain`` are ``count(x, t_idx)`` callables returning 0-d device counts (on a
-    GPU: :class:`~fastmnist.steps.BufferedCount` and ``TwoLayerNet.count_correct``). Their first
+    GPU: :class:`~fastmnist.steps.generic.BufferedCount` and ``TwoLayerNet.count_correct``). Their first
     counts may differ only by rows whose class float rounding can flip
     (:func:`fastmnist.agreement.uncertain_rows`); beyond that, or if ``fast`` fails, it warns
     once and scores with ``plain`` from then on.

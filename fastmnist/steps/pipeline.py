@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .steps import BufferedCount
+from .generic import BufferedCount
 
 SLOTS = 32  # batches gathered ahead (32 x 318 KB at batch 100)
 GROUP = 4  # slots handed over together: one queue message, one thread wake-up per 4 steps

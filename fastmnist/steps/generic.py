@@ -1,5 +1,5 @@
 """One SGD step, written plainly and written for speed; more tuned versions build on these in
-:mod:`.cpu_step` (NumPy) and :mod:`.cuda_step` (CuPy, float32).
+:mod:`.cpu` (NumPy) and :mod:`.cuda` (CuPy, float32).
 
 :class:`PlainStep` is written against the array API alone (it runs under ``array_api_strict``) and
 is the reference. :class:`BufferedStep` computes the same numbers on NumPy or CuPy with every
@@ -9,8 +9,8 @@ and runs CuPy in float64. :class:`BufferedCount` scores a whole set on the same 
 """
 from __future__ import annotations
 
-from .backend import array_namespace
-from .network import PARAM_NAMES, PIXEL_SCALE, as_float, backprop
+from ..backend import array_namespace
+from ..network import PARAM_NAMES, PIXEL_SCALE, as_float, backprop
 
 
 class PlainStep:

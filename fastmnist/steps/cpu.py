@@ -2,7 +2,7 @@
 
 At batch 100 a step's two big products take about 100 us each on one core and everything else
 is some twenty NumPy calls on arrays of 1,000 to 5,000 numbers, where each call's fixed cost is
-what counts. So, beyond :class:`~fastmnist.steps.BufferedStep`'s folding of ``b2`` into ``W2``
+what counts. So, beyond :class:`~fastmnist.steps.generic.BufferedStep`'s folding of ``b2`` into ``W2``
 and of ``lr / B`` into the output gradient:
 
 - the hidden layer is one contiguous ``(B, H + 1)`` buffer whose last column is the constant 1
@@ -15,13 +15,13 @@ and of ``lr / B`` into the output gradient:
 - reductions call ``np.maximum.reduce``/``np.add.reduce`` directly, half the fixed cost of
   ``np.max``/``np.sum``.
 
-The numbers are those of :class:`~fastmnist.steps.PlainStep` to float32 rounding (tested).
+The numbers are those of :class:`~fastmnist.steps.generic.PlainStep` to float32 rounding (tested).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .steps import Rows
+from .generic import Rows
 
 
 class CpuBatch:
@@ -50,7 +50,7 @@ class CpuBatch:
 
 class CpuStep:
     """SGD on NumPy; ``step(idx, losses, i)`` gathers and steps, ``compute`` steps on a
-    :class:`CpuBatch` gathered elsewhere (see :mod:`fastmnist.pipeline`).
+    :class:`CpuBatch` gathered elsewhere (see :mod:`fastmnist.steps.pipeline`).
 
     ``x`` ``(N, D)`` float or uint8 and ``labels`` ``(N,)`` integers are the training set;
     ``losses[i]`` ``(B,)`` receives the per-row losses of the batch before the update.

@@ -2,7 +2,7 @@
 tests/test_nvcc.py compiles with nvcc for the GPUs we target), and what each one computes,
 written in NumPy.
 
-Three kernels cover the step's element-wise work (see :class:`~fastmnist.cuda_step.FusedStep`):
+Three kernels cover the step's element-wise work (see :class:`~fastmnist.steps.cuda.FusedStep`):
 
 - ``bias_sigmoid(a, b, z)``: ``z = sigmoid(a + b)`` for the hidden layer, ``b`` broadcast over rows;
 - ``softmax_xent(yT, t, loss, scale)``: logits ``yT`` ``(C, B)`` class-major and one-hot rows
@@ -12,7 +12,7 @@ Three kernels cover the step's element-wise work (see :class:`~fastmnist.cuda_st
 
 :class:`CudaKernels` launches the CUDA versions (``xp`` is CuPy: nothing here imports it) and
 :class:`NumpyKernels` is their reference, with the same calls: the CUDA tests hold each kernel
-to it, and the CPU tests run :class:`~fastmnist.cuda_step.FusedStep` on it.
+to it, and the CPU tests run :class:`~fastmnist.steps.cuda.FusedStep` on it.
 """
 from __future__ import annotations
 

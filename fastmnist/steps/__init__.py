@@ -1,0 +1,12 @@
+"""The SGD step family: one training step written plainly and written for speed.
+
+- :mod:`.generic`: :class:`PlainStep` (the array-API reference), :class:`BufferedStep` and
+  :class:`BufferedCount` (preallocated, NumPy or CuPy);
+- :mod:`.cpu`: the NumPy step tuned for the CPU; :mod:`.pipeline`: its helper thread;
+- :mod:`.cuda` and :mod:`.kernels`: the CuPy step, its fused kernels and their self-checks.
+
+Only :mod:`.generic` loads with the package; the others are imported where they are chosen.
+"""
+from .generic import BufferedCount, BufferedStep, PlainStep, Rows
+
+__all__ = ["BufferedCount", "BufferedStep", "PlainStep", "Rows"]
