@@ -3,8 +3,10 @@
 MNIST digits were scaled so their longer side is 20 pixels (anti-aliased) and centred by mass
 in a 28x28 frame; their strokes are about 2.6 pixels wide (the median over the test set, as
 area over skeleton length). A ballpoint photo or a 1-pixel canvas pen comes out far thinner
-after that scaling, a marker far fatter, so strokes outside MNIST's range are redrawn: the
-mask is thinned to its skeleton and inked again with a round pen of MNIST's width.
+after that scaling, so strokes thinner than MNIST's are redrawn: the mask is thinned to its
+skeleton and inked again with a round pen of MNIST's width. MNIST has fat digits too, and the
+network reads them, so only a blob of a marker (over 4x MNIST's width) is thinned, by eroding
+its edges, which keeps loops that a skeleton would lose where the ink filled them.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from scipy import ndimage
 DIGIT_BOX = 20  # longer side of the digit in the frame
 FRAME = 28
 PEN = 2.6  # MNIST stroke width in frame pixels
-PEN_RANGE = (0.75, 1.6)  # widths within this factor of PEN are kept as drawn
+PEN_RANGE = (0.75, 4.0)  # widths within this factor of PEN are kept as drawn
 SUPERSAMPLE = 4  # strokes are drawn at 4x and averaged down, which anti-aliases them
 
 
@@ -52,6 +54,18 @@ def redraw(mask: np.ndarray, width: float) -> np.ndarray:
     return np.clip(radius + 0.5 - distance, 0.0, 1.0).astype(np.float32)
 
 
+def thinned(mask: np.ndarray, depth: float, shape: tuple[int, int]) -> np.ndarray:
+    """``mask`` (bool) with ``depth`` pixels taken off every edge, anti-aliased, centred in a
+    zero frame of ``shape``: a fat stroke made thinner without losing the shape a skeleton
+    loses where the ink filled a loop."""
+    inside = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    ink = np.clip(inside - depth + 0.5, 0.0, 1.0).astype(np.float32)
+    top, left = (shape[0] - mask.shape[0]) // 2, (shape[1] - mask.shape[1]) // 2
+    out = np.zeros(shape, np.float32)
+    out[top: top + mask.shape[0], left: left + mask.shape[1]] = ink
+    return out
+
+
 def normalised_strokes(mask: np.ndarray, ink: np.ndarray | None = None) -> np.ndarray:
     """A cropped digit as float ink at 4x the final size with MNIST's pen width.
 
@@ -65,11 +79,15 @@ def normalised_strokes(mask: np.ndarray, ink: np.ndarray | None = None) -> np.nd
     area = resize(mask.astype(np.float32), shape)
     big = area > 0.5 if (area > 0.5).any() else area > 0
     pen = PEN * SUPERSAMPLE
-    if PEN_RANGE[0] * pen <= stroke_width(big) <= PEN_RANGE[1] * pen:
+    width = stroke_width(big)
+    if PEN_RANGE[0] * pen <= width <= PEN_RANGE[1] * pen:
         return np.clip(resize(ink, shape), 0, 1) if ink is not None else big.astype(np.float32)
     # Redrawing widens the box by the pen, so pick the pen that is PEN wide after rescaling.
     rel = PEN / DIGIT_BOX
-    return redraw(big, rel * side / (1 - rel))
+    drawn = redraw(big, rel * side / (1 - rel))
+    if width > pen:
+        drawn = np.maximum(drawn, thinned(big, (width - pen) / 2, drawn.shape))
+    return drawn
 
 
 def fit_frame(ink: np.ndarray, level: float = 0.05) -> np.ndarray:
