@@ -109,6 +109,13 @@ def fit_size(rgb: np.ndarray, largest: int = WORK_SIDE, smallest: int = MIN_SIDE
                      for c in range(3)], axis=2)
 
 
+def work_side(shape: tuple[int, ...]) -> int:
+    """The longer side at which an image of ``shape`` (H, W, ...) holds about WORK_SIDE**2
+    pixels: a long row of digits keeps the height a square photo would have."""
+    h, w = shape[:2]
+    return int(np.clip(WORK_SIDE * np.sqrt(max(h, w) / max(min(h, w), 1)), WORK_SIDE, DETAIL_SIDE))
+
+
 def load_rgb(source, max_side: int | None = None) -> np.ndarray:
     """``source`` (a path, a PIL image, or an array) as float32 RGB ``(H, W, 3)`` in 0..1.
 
@@ -133,7 +140,7 @@ def digit_frames(source, several: bool | None = None) -> list[np.ndarray]:
     at again in a crop of the image at up to 4x that detail.
     """
     rgb = load_rgb(source, DETAIL_SIDE)
-    work = fit_size(rgb)
+    work = fit_size(rgb, work_side(rgb.shape))
     masks, (top, bottom, left, right) = find_digits(work, several)
     zoom = max(rgb.shape[:2]) / max(work.shape[:2])
     if zoom > 1.5 and max(bottom - top, right - left) < 0.4 * max(work.shape[:2]):

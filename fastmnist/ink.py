@@ -237,7 +237,7 @@ def is_row_of_digits(groups: list[list[Blob]]) -> bool:
     heights = bottoms - tops
     centres = (tops + bottoms) / 2
     same_line = np.ptp(centres) < 0.6 * heights.max()
-    similar = heights.min() >= 0.5 * heights.max()
+    similar = heights.min() >= 0.4 * heights.max()
     return bool(same_line and similar)
 
 

@@ -86,8 +86,8 @@ def test_rows_composed_from_real_digits_are_split_in_order(article_net):
         if len(r["digits"]) == len(pick):
             together_right += sum(d["digit"] == int(p["label"]) for d, p in zip(r["digits"], pick))
             alone_right += sum(a == int(p["label"]) for a, p in zip(alone, pick))
-    assert split_right >= 0.95 * cases
-    assert together_right >= 0.95 * alone_right  # 186 vs 192 measured
+    assert split_right >= 0.98 * cases  # 150 of 150 measured with another seed
+    assert together_right >= 0.95 * alone_right  # 487 vs 498 measured (150 rows)
 
 
 def test_pictures_without_a_digit_are_refused():
