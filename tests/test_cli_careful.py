@@ -20,6 +20,7 @@ from PIL import Image
 
 from fastmnist import History, TwoLayerNet
 from fastmnist import datasets as D
+from fastmnist.augment import COPIES
 from fastmnist.backend import import_cupy, probe_cuda
 from fastmnist.cli import build_parser, default_model, main
 from tests.test_datasets import FILES
@@ -298,7 +299,8 @@ def test_a_run_that_did_not_learn_warns_and_is_not_the_default(tmp_path, fashion
 
 
 @pytest.mark.parametrize("epochs, limit, augment, steps, per_epoch", [
-    ("1", 500, True, 20, 20),  # 500 digits and 3 copies of each: 2,000 rows, 20 batches of 100
+    # 500 digits and COPIES copies of each: 500 (COPIES + 1) rows in batches of 100
+    ("1", 500, True, 5 * (COPIES + 1), 5 * (COPIES + 1)),
     ("0.5", 1000, False, 5, 10),
 ])
 def test_an_epoch_is_a_pass_over_the_rows_trained_on(tmp_path, fashion_dir, capsys, epochs,
