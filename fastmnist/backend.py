@@ -19,10 +19,17 @@ CUDA_HINT = (
     "Install the GPU extra with `pip install 'fastmnist[cuda]'` on a machine with an NVIDIA GPU "
     "and driver, or pass device='cpu' (CLI: --device cpu)."
 )
+GPU_HINT = "CuPy is installed; CUDA also needs an NVIDIA GPU and its driver. Or pass " \
+           "device='cpu' (CLI: --device cpu)."
+NO_DRIVER = "no NVIDIA GPU or driver found"
 
 
 class DeviceError(RuntimeError):
-    """The requested device cannot be used; the message says why and what to do."""
+    """The requested device cannot be used; the message says why, then what to do (``hint``)."""
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(f"{message} {hint}".strip())
+        self.problem, self.hint = message, hint
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,15 @@ class Backend:
         if self.is_cuda:
             self.xp.cuda.get_current_stream().synchronize()
 
+    def available_memory(self) -> int | None:
+        """Bytes that new arrays can still take on this device (None when unknown): the
+        GPU's free memory plus what CuPy's pool holds unused, or the host's available memory."""
+        if self.is_cuda:
+            with self.use():
+                free = int(self.xp.cuda.runtime.memGetInfo()[0])
+                return free + int(self.xp.get_default_memory_pool().free_bytes())
+        return host_available_memory()
+
     def gpu_seconds(self, fn, repeat: int, warmup: int) -> float:
         """Best device time of ``fn()`` from CUDA events (``cupyx.profiler.benchmark``)."""
         from cupyx.profiler import benchmark
@@ -81,6 +97,22 @@ class Backend:
         with self.use():
             result = benchmark(fn, n_repeat=repeat, n_warmup=max(warmup, 1))
         return float(result.gpu_times.min())
+
+
+def host_available_memory() -> int | None:
+    """The host memory new allocations can take without swapping (Linux's MemAvailable), or
+    the free physical memory elsewhere; None when the system does not say."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def to_numpy(a) -> np.ndarray:
@@ -126,6 +158,8 @@ def cuda_devices(cupy) -> tuple[int, str | None]:
     """How many CUDA devices CuPy can use, and why none when the answer is 0."""
     try:
         if not cupy.cuda.is_available():
+            if no_driver(cupy):
+                return 0, NO_DRIVER
             try:
                 cupy.cuda.runtime.getDeviceCount()
             except Exception as exc:
@@ -134,6 +168,15 @@ def cuda_devices(cupy) -> tuple[int, str | None]:
         return int(cupy.cuda.runtime.getDeviceCount()), None
     except Exception as exc:  # CUDARuntimeError and friends
         return 0, f"CUDA is not usable ({type(exc).__name__}: {exc})"
+
+
+def no_driver(cupy) -> bool:
+    """True when CUDA finds no driver at all (``cudaDriverGetVersion`` gives 0: no libcuda),
+    rather than one too old or a GPU it cannot use."""
+    try:
+        return cupy.cuda.runtime.driverGetVersion() == 0
+    except Exception:
+        return False
 
 
 def probe_cuda(index: int = 0) -> tuple[object | None, str | None]:
@@ -149,16 +192,14 @@ def probe_cuda(index: int = 0) -> tuple[object | None, str | None]:
     return cupy, None
 
 
-def _parse_cuda(device: str) -> int:
+def _parse_cuda(device: str, source: str) -> int:
     if device == "cuda":
         return 0
     head, _, tail = device.partition(":")
     if head == "cuda" and tail.isdigit():
         return int(tail)
-    raise ValueError(
-        f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N' "
-        f"(or set {ENV_DEVICE})"
-    )
+    raise ValueError(f"unknown device {device!r}{source}: use 'auto', 'cpu', 'cuda' or 'cuda:N'"
+                     + ("" if source else f" (or set {ENV_DEVICE})"))
 
 
 def get_backend(device=None) -> Backend:
@@ -177,8 +218,10 @@ def get_backend(device=None) -> Backend:
         if device.__name__ == "cupy":
             return get_backend("cuda")
         return Backend(device, device.__name__)
+    source = ""  # where the setting came from, when not from the caller
     if device is None:
         device = os.environ.get(ENV_DEVICE) or "auto"
+        source = f" (from {ENV_DEVICE}={device})" if os.environ.get(ENV_DEVICE) else ""
     if not isinstance(device, str):
         raise TypeError(f"device must be a string or an array namespace, got {type(device).__name__}")
     device = device.strip().lower()
@@ -189,8 +232,11 @@ def get_backend(device=None) -> Backend:
         if cupy is None:
             return Backend(np, "cpu", reason=reason)
         return Backend(cupy, "cuda:0", cuda_index=0)
-    index = _parse_cuda(device)
+    index = _parse_cuda(device, source)
     cupy, reason = probe_cuda(index)
     if cupy is None:
-        raise DeviceError(f"device {device!r} was requested but {reason}. {CUDA_HINT}")
+        hint = CUDA_HINT if "CuPy" in reason else GPU_HINT
+        if source:
+            hint = hint.removesuffix(".") + f", or unset {ENV_DEVICE}."
+        raise DeviceError(f"device {device!r} was requested{source} but {reason}.", hint)
     return Backend(cupy, f"cuda:{index}", cuda_index=index)

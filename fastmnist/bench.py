@@ -283,11 +283,11 @@ STEPS = 20  # steps per timing in core()
 
 
 def core(device="cpu", batches=(100, 1000, 10_000, 60_000), hiddens=(50, 256, 1024), repeat=5,
-         rows=60_000) -> list[dict]:
+         rows=60_000, log=None) -> list[dict]:
     """Seconds per SGD step (fastmnist, article float64, torch, floor) per batch/hidden size.
 
     Each timing covers ``STEPS`` consecutive steps on fresh random batches (floor: the same
-    products on a fixed batch), best of ``repeat``.
+    products on a fixed batch), best of ``repeat``. ``log`` gets a line as each size is done.
     """
     from .network import one_hot
     from .train import make_step
@@ -330,6 +330,9 @@ def core(device="cpu", batches=(100, 1000, 10_000, 60_000), hiddens=(50, 256, 10
                 row["torch"] = torch_step_time(torch, backend, x_host[:batch], t_host[:batch],
                                                hidden, repeat)
             results.append(row)
+            if log:
+                log(f"  hidden {hidden:5d} batch {batch:6d}: {row['fastmnist'] * 1e3:9.3f} ms "
+                    f"per step ({len(results)}/{len(hiddens) * len(batches)})")
     return results
 
 
@@ -398,6 +401,42 @@ def save(results: dict, json_path=None, chart_path=None, chart=None, chart_data=
 def to_json(results: dict, path) -> None:
     with open(path, "w", encoding="utf-8") as f:
         json.dump(results, f, indent=1, default=lambda o: to_numpy(o).tolist())
+
+
+# -- how long it will take ------------------------------------------------------------------------
+WORKLOAD_RATIOS = {"fastmnist": 1.5, "fastmnist-serial": 1.7, "numpy-float32": 2.7,
+                   "article-float64": 5.3, "torch": 3.4}  # x floor, measured on a 2-core CPU
+CORE_RATIOS = {"fastmnist": 1.4, "torch": 1.6, "article-float64": 4.0}  # big steps, likewise
+
+
+def estimate_seconds(device, iters, repeat, batches, hiddens, rows, with_torch,
+                     core_repeat=3) -> dict:
+    """A rough duration, in seconds, of each part: :func:`workload` (``"workload"``),
+    :func:`peak_host_memory` (``"memory"``), :func:`core` and :func:`evaluation` at these
+    sizes. From a fraction of a second of this machine's matrix products: each part's products
+    (the floor) times how far above the floor each variant usually runs. A busy machine takes
+    longer."""
+    backend = get_backend(device)
+    xp, probe = backend.xp, 100
+    step = timed(matmul_floor(backend, 1, 0, probe, 100, per_epoch=10**9), backend, 2, 1) / probe
+    chunk = timed(eval_floor(backend, 10_000, 50), backend, 2, 1)  # 10,000 rows, hidden 50
+    a, b = (backend.asarray(np.ones(shape, np.float32)) for shape in ((2048, 784), (784, 512)))
+    c = xp.empty((2048, 512), dtype=a.dtype)
+    flops_rate = 2 * 2048 * 784 * 512 / timed(lambda: xp.matmul(a, b, out=c), backend, 3, 1)
+
+    def step_time(batch, hidden):  # the floor's step: at least the batch-100 step's cost
+        return max(step, 2 * batch * (2 * 784 * hidden + 3 * hidden * 10) / flops_rate)
+
+    ratios = sum(v for k, v in WORKLOAD_RATIOS.items() if with_torch or k != "torch")
+    evals = iters // max(rows // 100, 1) + 2
+    floor = iters * step + evals * (rows + 10_000) / 10_000 * chunk
+    per_step = STEPS * (1 + CORE_RATIOS["fastmnist"] + (CORE_RATIOS["torch"] if with_torch else 0)) \
+        + CORE_RATIOS["article-float64"]
+    return {"workload": floor * repeat * (1 + ratios),
+            "memory": floor * 2 * WORKLOAD_RATIOS["fastmnist"],  # tracemalloc slows it down
+            "core": sum((core_repeat + 1) * step_time(b, h) * per_step
+                        for h in hiddens for b in batches),
+            "evaluation": 4 * (2 + WORKLOAD_RATIOS["article-float64"]) * rows / 10_000 * chunk}
 
 
 # -- reports ---------------------------------------------------------------------------------

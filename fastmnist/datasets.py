@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import http.client
 import os
+import socket
 import sys
 import time
 import urllib.error
@@ -251,7 +252,9 @@ def download(spec: DataFile, dest: Path, mirrors: list[str], *, timeout: float =
     """Fetch ``spec`` from the first mirror that serves a verified copy; store it in ``dest``.
 
     Each mirror gets ``retries`` attempts (waiting ``backoff``, then twice as long) for
-    connection errors, timeouts and 5xx answers; a 4xx answer or bad content moves on at once.
+    timeouts, dropped connections and 5xx answers; a 4xx answer, bad content, a host name that
+    does not resolve or a refused connection moves on at once. Each mirror that failed adds
+    one line to ``errors``: its last failure, and how many tries it had.
     The body is verified in memory and written under a temporary name, then renamed, so the
     destination only ever holds a good file. Returns the parsed array, or None with the
     failures appended to ``errors``.
@@ -260,26 +263,32 @@ def download(spec: DataFile, dest: Path, mirrors: list[str], *, timeout: float =
     errors = [] if errors is None else errors
     for base in mirrors:
         url = base + spec.name
-        for attempt in range(retries):
+        for attempt in range(max(retries, 1)):
             try:
                 blob = fetch(url, timeout, progress)
                 arr = verify(blob, spec)
             except DataError as exc:
-                errors.append(f"{url}: {exc}")
-                break
+                last, again = str(exc), False
             except urllib.error.HTTPError as exc:
-                errors.append(f"{url}: {describe(exc)}")
-                if exc.code < 500:
-                    break
+                last, again = describe(exc), exc.code >= 500
             except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-                errors.append(f"{url}: {describe(exc)}")
+                last, again = describe(exc), worth_retrying(exc)
             else:
                 with atomic_open(dest / spec.name) as f:
                     f.write(blob)
                 return arr
-            if attempt + 1 < retries:
-                time.sleep(backoff * 2 ** attempt)
+            if not again or attempt + 1 == retries:
+                break
+            time.sleep(backoff * 2 ** attempt)
+        errors.append(f"{url}: {last}" + (f" ({attempt + 1} tries)" if attempt else ""))
     return None
+
+
+def worth_retrying(exc: BaseException) -> bool:
+    """False for failures a few seconds will not mend: a host name that does not resolve (no
+    network, or a wrong mirror) and a refused connection (no server there)."""
+    reason = getattr(exc, "reason", exc)
+    return not isinstance(reason, (socket.gaierror, ConnectionRefusedError))
 
 
 # -- the array cache ----------------------------------------------------------------------------
@@ -333,18 +342,22 @@ def search_dirs(ds: Dataset, data_dir=None) -> list[tuple[str, Path]]:
 
 
 def load_split(name: str = "mnist", split: str = "train", *, data_dir=None, download=None,
-               mirrors=None, progress=None, **download_options):
+               mirrors=None, progress=None, offline_reason: str = "download=False",
+               **download_options):
     """``(images, labels)`` of one split: uint8 ``(N, 28, 28)`` and uint8 ``(N,)``, verified.
 
     ``download=None`` means "yes unless ``$FASTMNIST_OFFLINE`` is set". Raises
-    :class:`DataError` listing every place tried and how to supply the files by hand.
+    :class:`DataError` listing every place tried and how to supply the files by hand;
+    ``offline_reason`` names what turned downloading off there (the caller's own words for
+    ``download=False``, such as a command-line flag).
     """
     ds = get_dataset(name)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     specs = (ds.files[split, "images"], ds.files[split, "labels"])
     if download is None:
-        download = os.environ.get(ENV_OFFLINE, "").strip() in ("", "0")
+        download = not offline_by_environment()
+        offline_reason = f"{ENV_OFFLINE}={os.environ.get(ENV_OFFLINE)} is set"
     notes = []
     dirs = search_dirs(ds, data_dir)
     for label, folder in dirs:
@@ -366,8 +379,13 @@ def load_split(name: str = "mnist", split: str = "train", *, data_dir=None, down
             write_cache(ds, split, *arrays)
             return tuple(arrays)
     else:
-        notes.append("downloading is off (download=False or FASTMNIST_OFFLINE=1)")
+        notes.append(f"downloading is off ({offline_reason})")
     raise DataError(not_found_message(ds, split, specs, notes))
+
+
+def offline_by_environment() -> bool:
+    """True when ``$FASTMNIST_OFFLINE`` asks never to download (any value but empty or 0)."""
+    return os.environ.get(ENV_OFFLINE, "").strip() not in ("", "0")
 
 
 def load_folder(folder: Path, specs, notes: list, label: str):
@@ -406,7 +424,8 @@ def not_found_message(ds: Dataset, split: str, specs, notes) -> str:
 
 
 def load_mnist(normalize: bool = False, flatten: bool = True, one_hot_label: bool = False, *,
-               dataset: str = "mnist", data_dir=None, download=None, mirrors=None):
+               dataset: str = "mnist", data_dir=None, download=None, mirrors=None,
+               offline_reason: str = "download=False"):
     """The article's loader: ``(x_train, t_train), (x_test, t_test)`` for an MNIST-format set.
 
     Images are uint8 0-255, or float32 0.0-1.0 when ``normalize``; rows of 784 when ``flatten``,
@@ -416,7 +435,7 @@ def load_mnist(normalize: bool = False, flatten: bool = True, one_hot_label: boo
     out = []
     for split in SPLITS:
         images, labels = load_split(dataset, split, data_dir=data_dir, download=download,
-                                    mirrors=mirrors)
+                                    mirrors=mirrors, offline_reason=offline_reason)
         out.append((format_images(images, normalize, flatten), format_labels(labels, one_hot_label)))
     return tuple(out)
 

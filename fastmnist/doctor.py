@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, agreement
-from .backend import CUDA_HINT, DeviceError, get_backend, to_numpy
+from .backend import DeviceError, get_backend, to_numpy
 from .steps.cuda import CheckedCount, first_line
 from .modelfile import ModelFileError
 from .network import TwoLayerNet, gradient_check, one_hot
@@ -80,7 +80,7 @@ def cuda_backend(device) -> tuple[object | None, str, bool]:
     try:
         backend = get_backend(device)
     except DeviceError as exc:
-        return None, str(exc).replace(CUDA_HINT, "").strip(), True
+        return None, exc.problem, True
     if not backend.is_cuda:
         return None, backend.reason or "no GPU in use", False
     return backend, "", device != "auto"

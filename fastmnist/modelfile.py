@@ -46,6 +46,7 @@ def read_model_file(path) -> tuple[dict, dict]:
     if not path.is_file():
         raise ModelFileError(f"no model file at {path}; train one with `fastmnist train --save "
                              f"{path}` or pass --model PATH")
+    check_is_zip(path)
     try:
         with np.load(path, allow_pickle=False) as z:
             contents = {k: z[k] for k in z.files}
@@ -72,6 +73,30 @@ def read_model_file(path) -> tuple[dict, dict]:
                              f"exactly {list(ARRAYS)} (a different architecture?)")
     check_shapes(path, contents, meta)
     return contents, meta
+
+
+KNOWN_STARTS = ((b"\x93NUMPY", "a .npy array"), (b"\x89PNG", "a PNG image"),
+                (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+                (b"\x80", "a Python pickle"), (b"\x1f\x8b", "a gzip file"),
+                (b"%PDF", "a PDF document"))
+
+
+def check_is_zip(path: Path) -> None:
+    """Refuse at once a file that is not a zip archive (which ``.npz`` files are), saying
+    what it looks like instead."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[:2] == b"PK":
+        return
+    if not head:
+        raise ModelFileError(f"{path} is empty (0 bytes): not a fastmnist model file")
+    looks = next((what for start, what in KNOWN_STARTS if head.startswith(start)), None)
+    if looks is None:
+        text = head.isascii() and all(32 <= b < 127 or b in b"\t\r\n" for b in head)
+        looks = "text" if text else "unknown data"
+    raise ModelFileError(f"{path} is not a fastmnist model file ({looks}, not a zip archive). "
+                         "Model files are the .npz archives `fastmnist train --save` and "
+                         "TwoLayerNet.save() write.")
 
 
 def check_shapes(path, arrays: dict, meta: dict) -> None:

@@ -29,6 +29,10 @@ def plot_history(history, path, smooth: int = 50) -> None:
         ax_acc.plot(history.eval_steps, history.test_acc, "s--", label="test")
     ax_acc.set(title="Accuracy", xlabel="step", ylabel="accuracy", ylim=(0, 1))
     ax_acc.legend(loc="lower right")
+    status = getattr(history, "status", "complete")
+    if status != "complete":  # a run stopped early says so on its figure
+        fig.suptitle(f"{status} after {loss.size} of {history.config.get('iters', '?')} steps",
+                     color="tab:red")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

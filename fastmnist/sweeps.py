@@ -286,7 +286,8 @@ def load_data(dataset, data_dir, train_limit, offline):
     from .datasets import load_mnist
 
     (x, t), (xt, tt) = load_mnist(normalize=True, dataset=dataset, data_dir=data_dir,
-                                  download=not offline)
+                                  download=False if offline else None,
+                                  offline_reason="--offline")
     if train_limit:
         x, t = x[:train_limit], t[:train_limit]
     return (x, t), (xt, tt)
@@ -397,11 +398,13 @@ def add_parser(sub) -> None:
     space.add_argument("--search-seed", type=int, default=0, metavar="S",
                        help="seed of those draws (0)")
     data = p.add_argument_group("data")
-    data.add_argument("--dataset", default="mnist", choices=sorted(REGISTRY))
+    data.add_argument("--dataset", default="mnist", choices=sorted(REGISTRY),
+                      help="which data set (default: %(default)s)")
     data.add_argument("--data-dir", default=None, help="folder holding the four IDX files")
     data.add_argument("--train-limit", type=positive(int), default=None,
                       help="use only the first N training rows")
-    data.add_argument("--offline", action="store_true", help="never download")
+    data.add_argument("--offline", action="store_true",
+                      help="never download (also FASTMNIST_OFFLINE=1)")
     run = p.add_argument_group("where trials run")
     run.add_argument("--engine", choices=ENGINES, default=None,
                      help="ray: trials in parallel on a local Ray or a cluster (default when Ray "
@@ -427,14 +430,17 @@ def add_parser(sub) -> None:
 
 
 def cmd_sweep(args) -> int:
+    from .outputs import output_dir
+
     space = {n: getattr(args, n) for n in PARAMS if getattr(args, n) is not None}
+    out = output_dir(args.out, "--out") if args.out else None
     try:
         result = sweep(space, samples=args.samples, search_seed=args.search_seed,
                        dataset=args.dataset, data_dir=args.data_dir, train_limit=args.train_limit,
                        offline=args.offline, engine=args.engine, address=args.address,
                        cpus=args.cpus, cpus_per_trial=args.cpus_per_trial,
                        gpus_per_trial=args.gpus_per_trial, early_stop=args.early_stop,
-                       device=args.device, out=args.out or None,
+                       device=args.device, out=out,
                        log=None if args.quiet else print)
     except MissingExtra as exc:
         print(f"fastmnist sweep: error: {exc}", file=sys.stderr)
@@ -449,8 +455,8 @@ def cmd_sweep(args) -> int:
               f"{result.best['test_acc']:.4f}")
         if result.best.get("command"):
             print(f"  again by hand: {result.best['command']}")
-    if args.out:
-        print(f"results written to {args.out}/ (results.json, results.csv"
+    if out:
+        print(f"results written to {out}/ (results.json, results.csv"
               + (", best.npz" if result.model else "") + ", sweep.png)")
     if result.interrupted:
         return 130

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .backend import to_numpy
-from .network import TwoLayerNet, on_device, one_hot
+from .network import EVAL_CHUNK, TwoLayerNet, on_device, one_hot
 from .steps.cpu import CpuStep
 from .steps.pipeline import Pipeline, single_threaded_blas, worth_overlapping
 from .steps import BufferedCount, BufferedStep, PlainStep
@@ -32,6 +32,8 @@ class History:
     ``loss[i]`` is the mean cross-entropy of step ``i``'s batch (before its update);
     ``train_acc[k]``/``test_acc[k]`` are accuracies over the full sets after step
     ``eval_steps[k]``. Times are wall seconds; ``config`` holds the run's settings.
+    ``status`` is ``"complete"``, or ``"interrupted"`` (Ctrl-C) or ``"failed"`` (``error``
+    says why) for a run that stopped early: it then holds the steps that ran.
     """
 
     loss: list = field(default_factory=list)
@@ -41,6 +43,14 @@ class History:
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
     config: dict = field(default_factory=dict)
+    status: str = "complete"
+    error: str | None = None
+
+    def __repr__(self) -> str:
+        test = self.test_acc[-1] if self.test_acc else None
+        return (f"History({self.status}, {len(self.loss)} steps, {len(self.eval_steps)} "
+                f"evaluations" + ("" if test is None else f", test acc {test:.4f}")
+                + f", {self.total_seconds:.2f} s)")
 
     @property
     def total_seconds(self) -> float:
@@ -162,6 +172,10 @@ def train(net: TwoLayerNet, x_train, t_train, x_test=None, t_test=None, *, iters
     replayed as a CUDA graph after a check against the eager step. ``on_eval(step, train_acc,
     test_acc)`` is called after each evaluation is recorded (``test_acc`` None without a test
     set); what it raises stops the run.
+
+    Whatever stops a run early (Ctrl-C, a divergence, an error) is raised with the History of
+    the steps that ran attached as its ``history`` attribute (``status`` "interrupted" or
+    "failed"); ``net`` holds the weights as they were.
     """
     xp, backend = net.xp, net.backend
     check_finite(x_train, "x_train")
@@ -198,18 +212,24 @@ def train(net: TwoLayerNet, x_train, t_train, x_test=None, t_test=None, *, iters
     elif overlap and not (fast and xp is np):
         raise ValueError("overlap=True is for the NumPy step on the CPU "
                          "(device='cpu', fast=True); leave it unset elsewhere")
-    with np.errstate(all="ignore"):  # a diverging run is caught below, with a better message
-        with single_threaded_blas() if overlap else nullcontext(False) as blas_limited:
-            history.config["overlap"] = bool(blas_limited)
-            count = make_count(fast, net)
-            if blas_limited:
-                with Pipeline(step.new_batch, sampler, iters, sets) as pipe:
-                    loop.overlapped(iters, pipe)
-            else:
-                loop.serial(iters, count)
-        if blas_limited:  # the last scoring has nothing to overlap: all BLAS threads take it
-            loop.score(count)
-    bar.close()
+    try:
+        with np.errstate(all="ignore"):  # a diverging run is caught below, with a better message
+            with single_threaded_blas() if overlap else nullcontext(False) as blas_limited:
+                history.config["overlap"] = bool(blas_limited)
+                count = make_count(fast, net)
+                if blas_limited:
+                    with Pipeline(step.new_batch, sampler, iters, sets) as pipe:
+                        loop.overlapped(iters, pipe)
+                else:
+                    loop.serial(iters, count)
+            if blas_limited:  # the last scoring has nothing to overlap: all BLAS threads take it
+                loop.score(count)
+    except BaseException as exc:  # Ctrl-C included: the caller gets what ran
+        loop.keep_what_ran(exc)
+        exc.history = history
+        raise
+    finally:
+        bar.close()
     return history
 
 
@@ -229,6 +249,22 @@ class Loop:
         self.sets, self.eval_every, self.per_epoch, self.lr = sets, eval_every, per_epoch, lr
         self.bar, self.log, self.on_eval = bar, log, on_eval
         self.first = 0  # the first step whose loss is not yet on the host
+        self.done, self.started = 0, time.perf_counter()  # steps whose update is complete
+
+    def keep_what_ran(self, exc: BaseException) -> None:
+        """Complete the History of a run stopped by ``exc``: the losses of every finished step,
+        only the evaluations that were scored, the time so far, and why it stopped."""
+        h = self.history
+        if self.done > len(h.loss):
+            rows = self.losses[len(h.loss) - self.first: self.done - self.first, ...]
+            h.loss.extend(to_numpy(rows).astype(float).mean(axis=1).tolist())
+        del h.eval_steps[len(h.train_acc):]
+        if not h.train_seconds:
+            h.train_seconds = time.perf_counter() - self.started - h.eval_seconds
+        if isinstance(exc, KeyboardInterrupt):
+            h.status = "interrupted"
+        else:
+            h.status, h.error = "failed", f"{type(exc).__name__}: {exc}"
 
     def take_losses(self, i: int) -> None:
         """Bring the losses of the steps up to ``i`` to the host and mark ``i`` an eval step."""
@@ -256,9 +292,11 @@ class Loop:
         self.history.eval_seconds += time.perf_counter() - t0
 
     def serial(self, iters: int, count) -> None:
-        h, started = self.history, time.perf_counter()
+        h = self.history
+        started = self.started = time.perf_counter()
         for i in range(iters):
             self.step(self.sampler(i), self.losses, i - self.first)
+            self.done = i + 1
             if i % self.eval_every == 0 or i == iters - 1:
                 self.take_losses(i)
                 self.score(count)
@@ -266,10 +304,12 @@ class Loop:
         h.train_seconds = time.perf_counter() - started - h.eval_seconds
 
     def overlapped(self, iters: int, pipe) -> None:
-        h, started = self.history, time.perf_counter()
+        h = self.history
+        started = self.started = time.perf_counter()
         for i in range(iters):
             batch, slot = pipe.next_batch()
             self.step.compute(batch, self.losses, i - self.first)
+            self.done = i + 1
             pipe.release(slot)
             if i % self.eval_every == 0 or i == iters - 1:
                 self.take_losses(i)
@@ -299,6 +339,15 @@ def make_step(fast, net, x, t, learning_rate, batch_size, cuda_graph=True):
     if fast:
         return BufferedStep(net.params, x, onehot, learning_rate, batch_size, net.xp)
     return PlainStep(net.params, x, onehot, learning_rate)
+
+
+def memory_needed(sizes, batch_size: int, dtype) -> int:
+    """Bytes a run of a ``sizes`` network takes beyond its data, roughly: ``W1`` five times
+    over (the weights, their first draw, the gradient, a snapshot being scored, a scaled copy
+    for scoring) and per hidden unit the batch's three buffers and two scoring chunks."""
+    d, h, c = sizes
+    return np.dtype(dtype).itemsize * (5 * d * h + h * (3 * batch_size + 2 * EVAL_CHUNK)
+                                       + 3 * (h + 1) * c)
 
 
 def make_count(fast, net):

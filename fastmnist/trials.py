@@ -22,11 +22,16 @@ STATUSES = ("ok", "stopped", "failed", "interrupted")  # stopped: ended early by
 
 
 def resolve_iters(config: dict, train_rows: int) -> dict:
-    """``config`` with ``iters`` worked out from ``epochs`` (of the un-augmented rows, as
-    ``fastmnist train --epochs`` counts them)."""
-    if config.get("epochs"):
-        return {**config, "iters": config["epochs"] * max(train_rows // config["batch_size"], 1)}
-    return config
+    """``config`` with ``iters`` worked out from ``epochs``: passes over the rows trained on,
+    augmented copies included, as ``fastmnist train --epochs`` counts them."""
+    if not config.get("epochs"):
+        return config
+    if config.get("augment"):
+        from .augment import COPIES
+
+        train_rows *= COPIES + 1
+    per_epoch = max(train_rows // config["batch_size"], 1)
+    return {**config, "iters": max(1, round(config["epochs"] * per_epoch))}
 
 
 def new_record(config: dict) -> dict:
@@ -57,7 +62,6 @@ def run_trial(config: dict, data, *, device=None, overlap=None, report=None, met
     """
     (x, t), (xt, tt) = data
     record = new_record(config)
-    per_epoch = max(x.shape[0] // config["batch_size"], 1)
     started = time.perf_counter()
 
     def on_eval(step, train_acc, test_acc):
@@ -74,6 +78,7 @@ def run_trial(config: dict, data, *, device=None, overlap=None, report=None, met
             if x.dtype == np.uint8:
                 x = format_images(x, normalize=True, flatten=True)
             x, t = augmented_training_set(x, t, seed=config["seed"])
+        per_epoch = max(x.shape[0] // config["batch_size"], 1)
         net = TwoLayerNet(x.shape[1], config["hidden"], 10, device=device,
                           dtype=config["dtype"], seed=config["seed"])
         train(net, x, t, xt, tt, iters=config["iters"], batch_size=config["batch_size"],

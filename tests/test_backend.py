@@ -21,7 +21,7 @@ def test_real_cupy_without_gpu_falls_back_with_reason():
         pytest.skip("a GPU is usable here; the no-GPU path cannot be observed")
     auto = get_backend("auto")
     assert auto.device == "cpu" and auto.xp is np
-    assert "CUDA" in auto.reason
+    assert auto.reason == "no NVIDIA GPU or driver found" or "CUDA" in auto.reason
     with pytest.raises(DeviceError, match="cuda.*requested.*device='cpu'"):
         get_backend("cuda")
 
@@ -49,13 +49,13 @@ def test_cupy_import_raises_oserror(monkeypatch):
         get_backend("cuda")
 
 
-def fake_cupy(count, available=True):
+def fake_cupy(count, available=True, driver=12040):
     def device_count():
         if count == 0:
             raise RuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")
         return count
 
-    runtime = types.SimpleNamespace(getDeviceCount=device_count)
+    runtime = types.SimpleNamespace(getDeviceCount=device_count, driverGetVersion=lambda: driver)
     cuda = types.SimpleNamespace(is_available=lambda: available, runtime=runtime)
     return types.SimpleNamespace(__name__="cupy", cuda=cuda)
 
@@ -65,6 +65,19 @@ def test_driver_error_is_reported(monkeypatch):
     assert "no CUDA-capable device" in get_backend("auto").reason
     with pytest.raises(DeviceError, match="no CUDA-capable device"):
         get_backend("cuda")
+
+
+def test_no_driver_is_said_plainly_and_the_variable_named(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(0, available=False, driver=0))
+    assert get_backend("auto").reason == "no NVIDIA GPU or driver found"
+    with pytest.raises(DeviceError) as exc:
+        get_backend("cuda")
+    assert "no NVIDIA GPU or driver found" in str(exc.value)
+    assert "pip install" not in str(exc.value)  # CuPy is there already
+    monkeypatch.setenv("FASTMNIST_DEVICE", "cuda:1")
+    with pytest.raises(DeviceError, match=r"'cuda:1' was requested \(from FASTMNIST_DEVICE="
+                                          r"cuda:1\).*unset FASTMNIST_DEVICE"):
+        get_backend()
 
 
 def test_auto_picks_a_usable_gpu_and_checks_its_index(monkeypatch):
