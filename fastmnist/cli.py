@@ -153,7 +153,9 @@ def cmd_train(args) -> int:
         from .augment import augmented_training_set
 
         with interruptible("while augmenting the training set"):
-            x, t = augmented_training_set(x, t, seed=args.seed)
+            # flagged 1s, crossed 7s and slashed 0s only where the labels are digits
+            x, t = augmented_training_set(x, t, seed=args.seed,
+                                          writing_styles=args.dataset == "mnist")
         say(f"augmented: training on {x.shape[0]} rows (originals plus jittered copies)")
     try:
         history = train(net, x, t, xt, tt, iters=iters, batch_size=args.batch_size,

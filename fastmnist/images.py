@@ -1,13 +1,15 @@
 """Reading a photo or drawing of a digit (or of a number) the way MNIST digits were made.
 
-:func:`preprocess_image` turns an image file, a PIL image or an array into a 28x28 float32
-digit, white on black: the file is decoded safely and reduced (:func:`load_rgb`), the ink is
+:func:`preprocess_image` turns an image file (a path or its bytes), a PIL image or an array
+into a 28x28 float32 digit, white on black: the file is decoded safely and reduced (:func:`load_rgb`), the ink is
 found against the paper and the digit picked out (:mod:`fastmnist.ink`), and its strokes are
 drawn again at MNIST's size, pen width and position (:mod:`fastmnist.strokes`).
 :func:`predict_image` classifies it, and reads a number written in a row digit by digit.
 """
 from __future__ import annotations
 
+import io
+import re
 import warnings
 from pathlib import Path
 
@@ -26,32 +28,50 @@ __all__ = ["NoDigitError", "load_rgb", "open_image", "predict_image", "preproces
            "read_number"]
 
 
-def open_image(path, max_side: int | None = WORK_SIDE) -> Image.Image:
-    """The image at ``path``, decoded; JPEGs are decoded reduced towards ``max_side``.
-
-    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` with the reason for an
-    empty, unreadable or too large one; memory stays bounded whatever the header claims.
-    """
-    path = Path(path)
+def image_file(source) -> tuple[str, object]:
+    """What to call ``source`` in messages, and what Pillow should open: a path, or the bytes
+    of an upload. Raises for a missing or empty file."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ValueError("the image is empty (0 bytes)")
+        return "the image", io.BytesIO(source)
+    path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"no image file at {path}")
     if path.stat().st_size == 0:
         raise ValueError(f"{path} is empty (0 bytes)")
+    return str(path), path
+
+
+def too_large(name: str, size: str) -> ValueError:
+    return ValueError(f"{name} is too large: {size} (fastmnist reads up to "
+                      f"{MAX_PIXELS // 1_000_000} megapixels; scale it down first)")
+
+
+def open_image(source, max_side: int | None = WORK_SIDE) -> Image.Image:
+    """The image in ``source`` (a path, or the bytes of an image file), decoded; JPEGs are
+    decoded reduced towards ``max_side``.
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` with the reason for an
+    empty, unreadable or too large one; memory stays bounded whatever the header claims.
+    """
+    name, fp = image_file(source)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image = Image.open(fp)
             if max_side:
                 image.draft(None, (max_side, max_side))  # JPEG: decode at 1/2, 1/4 or 1/8 size
             w, h = image.size
             if w * h > MAX_PIXELS:
-                raise ValueError(f"{path} is too large: {w} x {h} pixels (fastmnist reads up to "
-                                 f"{MAX_PIXELS // 1_000_000} megapixels; scale it down first)")
+                raise too_large(name, f"{w} x {h} pixels")
             image.load()
-    except Image.DecompressionBombError as exc:
-        raise ValueError(f"{path} is too large to decode safely ({exc})") from None
+    except Image.DecompressionBombError as exc:  # Pillow refuses before we see the size
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        raise too_large(name, f"{int(pixels[1]) / 1e6:,.0f} megapixels" if pixels
+                        else "more pixels than Pillow will decode") from None
     except (OSError, SyntaxError, EOFError) as exc:
-        raise ValueError(f"{path} is not an image Pillow can read ({exc})") from None
+        raise ValueError(f"{name} is not an image Pillow can read ({exc})") from None
     return image
 
 
@@ -117,7 +137,7 @@ def work_side(shape: tuple[int, ...]) -> int:
 
 
 def load_rgb(source, max_side: int | None = None) -> np.ndarray:
-    """``source`` (a path, a PIL image, or an array) as float32 RGB ``(H, W, 3)`` in 0..1.
+    """``source`` (a path, the bytes of an image file, a PIL image, or an array) as float32 RGB
 
     EXIF orientation is applied and transparency flattened onto contrasting paper. With
     ``max_side``, large images are reduced so their longer side is at most that.

@@ -429,4 +429,4 @@ def test_huge_images_are_refused_with_their_size(tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert "12000.png is too large: 12000 x 12000 pixels" in lines[0]
-    assert "20000.png is too large" in lines[1] and "DecompressionBombWarning" not in proc.stderr
+    assert "20000.png is too large: 400 megapixels" in lines[1] and "DecompressionBombWarning" not in proc.stderr

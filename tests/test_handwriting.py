@@ -216,3 +216,14 @@ def test_augmented_article_net_reads_real_handwriting_better(article_net, mnist_
     assert augmented["accuracy"] > plain["accuracy"]
     ones = augmented["by_digit"]["1"]
     assert ones[0] >= 0.85 * ones[1]  # flagged and footed 1s: 22/22 measured, plain net 12/22
+
+
+def test_the_bytes_of_a_file_read_as_the_file_does(article_net, tmp_path):
+    need_real_digits()
+    path = sorted(REAL.glob("*.jpg"))[0]
+    by_path, by_bytes = predict_image(path, article_net), predict_image(path.read_bytes(), article_net)
+    assert by_bytes["digit"] == by_path["digit"]
+    assert np.array_equal(by_bytes["probabilities"], by_path["probabilities"])
+    for data, message in ((b"", "empty"), (b"\x89PNG\r\n\x1a\nnot really", "not an image")):
+        with pytest.raises(ValueError, match=message):
+            predict_image(data, article_net)
