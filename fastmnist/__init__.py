@@ -21,7 +21,8 @@ from .doctor import doctor  # light: its checks import what they need when they 
 # Photos (SciPy) and figures (matplotlib) load on first use: `import fastmnist` and the
 # command line start in a fraction of the time.
 _LAZY = {"plot_history": "plots", "predict_image": "images", "preprocess_image": "images",
-         "sweep": "sweeps"}
+         "sweep": "sweeps", "read_number": "images", "NoDigitError": "images",
+         "augmented_training_set": "augment", "serve": "web"}
 
 
 def __getattr__(name):
@@ -33,5 +34,5 @@ __all__ = [
     "Backend", "DataError", "DeviceError", "History", "TrainingDiverged", "TwoLayerNet",
     "cross_entropy_error", "doctor", "get_backend", "load_mnist", "load_split", "numerical_gradient",
     "plot_history", "predict_image", "preprocess_image", "sigmoid", "sigmoid_grad", "softmax",
-    "sweep", "to_numpy", "train",
+    "sweep", "to_numpy", "train", "read_number", "NoDigitError", "augmented_training_set", "serve",
 ]

@@ -1,4 +1,4 @@
-"""The fastmnist command: train, predict, gradcheck, data, info, doctor, bench, sweep.
+"""The fastmnist command: train, predict, gradcheck, data, info, doctor, bench, sweep, serve.
 
 Every mistake a user can make ends in one line on stderr and an exit status (2 for a setting or
 file that cannot work, 1 for work that failed, 130 for Ctrl-C); ``--debug`` or
@@ -21,8 +21,10 @@ from . import __version__
 from .backend import DeviceError, get_backend
 from .datasets import REGISTRY, DataError, cache_dir
 from .doctor import add_parser as add_doctor
+from .models import default_model, model_warnings, remember_model
 from .outputs import HISTORY_FORMATS, MODEL_FORMATS, output_dir, output_file, plot_formats
 from .sweeps import add_parser as add_sweep
+from .web.server import add_parser as add_serve
 
 ENV_DEBUG = "FASTMNIST_DEBUG"
 DESCRIPTION = ("Train the classic 784-50-10 network on MNIST-format data (GPU through CuPy, or "
@@ -58,10 +60,6 @@ def positive_float(text: str) -> float:
     if not (value > 0 and np.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
-
-
-def last_model_record() -> Path:
-    return cache_dir() / "last-model.txt"
 
 
 def add_device_args(p: argparse.ArgumentParser, dtype_default: str = "float32") -> None:
@@ -227,20 +225,6 @@ def save_model(args, net, path, history, iters: int, learned: bool) -> Path:
     return path
 
 
-def remember_model(path: Path, learned: bool) -> None:
-    """Make ``path`` the default model of ``fastmnist predict``, if it learned; a model that
-    did not learn stops being the default if it was."""
-    record, where = last_model_record(), str(path.resolve())
-    try:
-        if learned:
-            record.parent.mkdir(parents=True, exist_ok=True)
-            record.write_text(where)
-        elif record.is_file() and record.read_text().strip() == where:
-            record.unlink()
-    except OSError as exc:
-        print(f"warning: could not record the default model in {record}: {exc}", file=sys.stderr)
-
-
 def add_train(sub) -> None:
     p = sub.add_parser("train", help="train the two-layer network (the article's settings)",
                        description="Train 784-H-10 by mini-batch SGD, evaluating on the full "
@@ -385,13 +369,6 @@ def add_data(sub) -> None:
 
 
 # -- predict -------------------------------------------------------------------------------------
-def default_model() -> str:
-    record = last_model_record()
-    if record.is_file():
-        return record.read_text().strip()
-    return "model.npz"
-
-
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 
 
@@ -411,21 +388,8 @@ def image_paths(sources) -> list[str]:
 
 
 def warn_about_model(net, model_path) -> None:
-    """Say on stderr when a model answers with other classes, or its run did not finish or
-    did not learn."""
-    meta = net.metadata
-    dataset = meta.get("dataset")
-    if dataset and dataset != "mnist":
-        print(f"warning: {model_path} was trained on {dataset}, not on handwritten digits, so it "
-              f"answers with {dataset} classes; for digits train one with "
-              "`fastmnist train --dataset mnist --augment`", file=sys.stderr)
-    if meta.get("status", "complete") != "complete":
-        print(f"warning: {model_path} holds a run {meta['status']} at step {meta.get('steps')} "
-              f"of {meta.get('iters')}", file=sys.stderr)
-    if meta.get("learned") is False:
-        print(f"warning: {model_path} did not learn (test accuracy "
-              f"{meta.get('test_accuracy') or 0:.4f}): its answers are no better than chance",
-              file=sys.stderr)
+    for line in model_warnings(net, model_path):
+        print(f"warning: {line}", file=sys.stderr)
 
 
 def result_json(src, r) -> dict:
@@ -608,6 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict(sub)
     add_bench(sub)
     add_sweep(sub)
+    add_serve(sub)
     for command in sub.choices.values():  # `fastmnist train ... --debug` works too
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help=f"show the traceback of an error (also {ENV_DEBUG}=1)")

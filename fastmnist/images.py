@@ -33,8 +33,8 @@ def image_file(source) -> tuple[str, object]:
     of an upload. Raises for a missing or empty file."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
-            raise ValueError("the image is empty (0 bytes)")
-        return "the image", io.BytesIO(source)
+            raise ValueError("the image data is empty (0 bytes)")
+        return "the image data", io.BytesIO(source)
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"no image file at {path}")
@@ -71,7 +71,8 @@ def open_image(source, max_side: int | None = WORK_SIDE) -> Image.Image:
         raise too_large(name, f"{int(pixels[1]) / 1e6:,.0f} megapixels" if pixels
                         else "more pixels than Pillow will decode") from None
     except (OSError, SyntaxError, EOFError) as exc:
-        raise ValueError(f"{name} is not an image Pillow can read ({exc})") from None
+        why = "send a PNG, JPEG, WebP, GIF, BMP or TIFF file" if isinstance(fp, io.BytesIO) else exc
+        raise ValueError(f"{name} is not an image Pillow can read ({why})") from None
     return image
 
 
