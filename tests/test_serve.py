@@ -390,3 +390,17 @@ def test_the_page_fits_a_phone(browser, server):
     pad = page.locator("#canvas").bounding_box()
     assert 250 <= pad["width"] <= 390
     page.close()
+
+
+def test_load_benchmark_runs(net, tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_serve
+
+    real_images()
+    results = bench_serve.main(["--model", str(net.path), "--clients", "1", "4", "--seconds",
+                                "1.5", "--json", str(tmp_path / "serve.json")])
+    assert [r["clients"] for r in results] == [1, 4]
+    for r in results:
+        assert r["errors"] == 0 and r["requests"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0
+        assert r["server_peak_rss_mb"] > 20
+    assert json.loads((tmp_path / "serve.json").read_text()) == results

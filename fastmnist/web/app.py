@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 from pathlib import Path
 
+import anyio
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
-from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
 from ..images import NoDigitError, class_names, predict_image
@@ -90,6 +91,8 @@ def create_app(net, model_path=None, *, info: dict | None = None) -> FastAPI:
     """The app serving ``net`` (a :class:`~fastmnist.TwoLayerNet`); ``info`` adds to
     ``GET /api/model``."""
     names = class_names(net)
+    # as many images read at once as there are cores: more only queue up and hold memory
+    readers = anyio.CapacityLimiter(max(2, os.cpu_count() or 2))
     app = FastAPI(title="fastmnist", version=__version__,
                   summary="Read handwritten digits (or a model's classes) from images")
     model = {"file": str(model_path) if model_path else None, "sizes": list(net.sizes),
@@ -124,7 +127,7 @@ def create_app(net, model_path=None, *, info: dict | None = None) -> FastAPI:
         ``image``."""
         data = await image_bytes(request)
         try:
-            r = await run_in_threadpool(predict_image, data, net)
+            r = await anyio.to_thread.run_sync(predict_image, data, net, limiter=readers)
         except NoDigitError as exc:
             raise HTTPException(422, str(exc)) from None
         except ValueError as exc:
