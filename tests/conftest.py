@@ -140,3 +140,13 @@ def assert_same_accuracy(got: float, expected: float, net, x, *, steps: int, bat
     tol = agreement.tolerance(dtype, agreement.terms_per_step(net.sizes, batch), steps)
     flips = agreement.uncertain_rows(net.params, np.asarray(x), tol)
     assert abs(got - expected) * len(x) <= flips, (got, expected, f"{flips} uncertain rows")
+
+
+def sigint_as_usual() -> None:
+    """``preexec_fn`` for a child that a test stops with SIGINT: a shell that starts jobs in
+    the background (CI can) hands them SIGINT ignored, and Python then never raises
+    KeyboardInterrupt; the child gets the default back, as a terminal's command has."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+

@@ -23,6 +23,7 @@ from fastmnist import datasets as D
 from fastmnist.augment import COPIES
 from fastmnist.backend import import_cupy, probe_cuda
 from fastmnist.cli import build_parser, default_model, main
+from tests.conftest import sigint_as_usual
 from tests.test_datasets import FILES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +37,11 @@ def command(*args, code=None, **kwargs):
 
 
 def environment(**extra) -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **extra}
+    """This process's environment for a child; one given a local mirror may download (CI sets
+    FASTMNIST_OFFLINE=1 for everything else)."""
+    base = {k: v for k, v in os.environ.items()
+            if not (k == "FASTMNIST_OFFLINE" and "FASTMNIST_MIRROR" in extra)}
+    return {**base, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **extra}
 
 
 def fastmnist(*args, env=None, code=None, cwd=None, timeout=120) -> subprocess.CompletedProcess:
@@ -106,7 +111,7 @@ def test_ctrl_c_during_data_loading_is_one_line(mirror, tmp_path):
     Recorder.stall = True
     proc = subprocess.Popen(command("train", "--dataset", "kmnist"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                            env=environment(FASTMNIST_MIRROR=mirror))
+                            env=environment(FASTMNIST_MIRROR=mirror), preexec_fn=sigint_as_usual)
     deadline = time.monotonic() + 60
     while not Recorder.requests and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -197,7 +202,8 @@ def test_ctrl_c_after_an_epoch_keeps_the_model_and_history(tmp_path, fashion_dir
         command("train", "--dataset", "fashion-mnist", "--train-limit", "6000", "--epochs", "50",
                 overlap,
                 "--save", str(model), "--history", str(hist), "--plot", str(plot)),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment())
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment(),
+        preexec_fn=sigint_as_usual)
     seen = []
     for line in proc.stdout:  # the helper thread (--overlap) must not hold the exit up
         seen.append(line)
@@ -361,7 +367,7 @@ def test_bench_estimates_shows_progress_and_stops_on_ctrl_c(tmp_path, fashion_di
     proc = subprocess.Popen(command("bench", "--quick", "--out", str(tmp_path / "b"),
                                     code=no_torch),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=environment())
+                            env=environment(), preexec_fn=sigint_as_usual)
     seen = []
     for line in proc.stdout:
         seen.append(line)

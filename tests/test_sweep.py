@@ -13,7 +13,7 @@ import pytest
 
 import fastmnist as fm
 from fastmnist.space import Range, SweepSpecError, expand
-from tests.conftest import ROOT
+from tests.conftest import ROOT, sigint_as_usual
 
 ROWS = 3000  # training rows of the subset; the test set is the full 10,000
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -195,7 +195,7 @@ def test_ctrl_c_stops_the_sweep_and_keeps_finished_trials(tmp_path, fashion_file
            "--dataset", "fashion-mnist", "--data-dir", str(fashion_files), "--iters", "4000",
            "--lr", "0.3,0.2,0.1,0.05", "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=ENV)
+                            env=ENV, preexec_fn=sigint_as_usual)
     deadline = time.monotonic() + 90
     while not (out / "results.json").exists() and time.monotonic() < deadline:
         time.sleep(0.1)  # written once the first trial has finished
