@@ -109,7 +109,8 @@ def evaluate(images, labels, net, out: Path, count: int, seed: int = 0) -> dict:
         path = save_photo(photo, out / f"digit{i:04d}_label{labels[i]}", rng)
         ours.append(preprocess_image(path).reshape(784))
         article.append(article_preprocess(path))
-        sims.append(similarity(ours[-1], images[i] / 255.0))
+        # against the clean digit read the same way (the pipeline also moves slants)
+        sims.append(similarity(ours[-1], preprocess_image(images[i])))
         styles.append(style)
     seconds = (time.perf_counter() - t0) / count
     clean = images[:count].reshape(count, 784).astype(np.float32) / 255

@@ -39,7 +39,7 @@ def test_real_handwriting_is_read_far_better_than_the_article_pipeline(article_n
     r = real_digits.evaluate({"plain": article_net})
     ours, article = r["fastmnist/plain"], r["article/plain"]
     print(real_digits.report_table(r))
-    assert ours["accuracy"] >= 0.86  # 0.895 measured; the article's pipeline: about 0.2
+    assert ours["accuracy"] >= 0.90  # 0.916 measured; the article's pipeline: 0.371
     assert ours["accuracy"] > article["accuracy"] + 0.4
     for kind, (correct, count) in ours["by_kind"].items():
         assert correct / count >= 0.75, kind
@@ -87,7 +87,7 @@ def test_rows_composed_from_real_digits_are_split_in_order(article_net):
             together_right += sum(d["digit"] == int(p["label"]) for d, p in zip(r["digits"], pick))
             alone_right += sum(a == int(p["label"]) for a, p in zip(alone, pick))
     assert split_right >= 0.98 * cases  # 150 of 150 measured with another seed
-    assert together_right >= 0.95 * alone_right  # 487 vs 498 measured (150 rows)
+    assert together_right >= 0.94 * alone_right  # 476 vs 498 measured (150 rows)
 
 
 def test_pictures_without_a_digit_are_refused():
@@ -212,7 +212,7 @@ def test_augmented_article_net_reads_real_handwriting_better(article_net, mnist_
     r = real_digits.evaluate({"plain": article_net, "augmented": net})
     plain, augmented = r["fastmnist/plain"], r["fastmnist/augmented"]
     print(real_digits.report_table(r))
-    assert augmented["accuracy"] >= 0.89  # 0.92 measured (0.90 to 0.93 over seeds)
+    assert augmented["accuracy"] >= 0.90  # 0.928 measured (0.92 to 0.93 over seeds)
     assert augmented["accuracy"] > plain["accuracy"]
     ones = augmented["by_digit"]["1"]
     assert ones[0] >= 0.85 * ones[1]  # flagged and footed 1s: 22/22 measured, plain net 12/22
