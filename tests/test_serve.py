@@ -188,7 +188,7 @@ BAD = {
     "decompression bomb": (bomb_png(), "image/png", 400, "too large"),
     "blank canvas": (png_bytes(np.full((280, 280), 255, np.uint8)), "image/png", 422, "no digit"),
     "unknown content type": (b"\x00\x01", "application/x-unknown", 415, "unsupported content"),
-    "no content type": (b"\x00\x01", "", 415, "unsupported content type"),
+    "no content type": (b"\x00\x01", "", 415, "no Content-Type header"),
 }
 
 
