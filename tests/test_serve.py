@@ -353,10 +353,11 @@ def test_serve_command_starts_says_where_and_answers(net, tmp_path):
 def test_serve_train_stops_when_training_fails(tmp_path):
     env = {**ENV, "XDG_CACHE_HOME": str(tmp_path / "cache"), "FASTMNIST_OFFLINE": "1",
            "FASTMNIST_DATA": str(tmp_path / "no-data")}
-    proc = run_cli("--train", env=env, cwd=tmp_path, timeout=120)
+    proc = run_cli("--train", "--device", "abacus", env=env, cwd=tmp_path, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "fastmnist train --dataset mnist --augment" in proc.stdout
-    assert "fastmnist train: error" in proc.stderr and "open http" not in proc.stdout
+    assert "fastmnist train: error: unknown device 'abacus'" in proc.stderr  # train ran, and said
+    assert "open http" not in proc.stdout  # ... and nothing was served
 
 
 def test_the_page_and_the_extra_ship_with_the_package():
