@@ -108,7 +108,7 @@ function showAnswer(r) {
     digitOut.className = "number";
     showSeen(r.image, r.digits.length);
     const sure = Math.min(...r.digits.map(d => d.probabilities[d.digit]));
-    confidence.textContent = `${r.digits.length} digits, each at least ${(100 * sure).toFixed(0)}% sure`;
+    confidence.textContent = `${r.digits.length} digits, each at least ${Math.floor(100 * sure)}% sure`;
     picks.replaceChildren(...r.digits.map((d, i) => {
       const b = document.createElement("button");
       b.type = "button";
