@@ -1,5 +1,7 @@
 """fastmnist serve: the API against predict_image, bad input, load, the command, and the page in
 a real Chromium driven by Playwright."""
+import base64
+import csv
 import io
 import json
 import os
@@ -99,16 +101,44 @@ def bomb_png(side: int = 60_000) -> bytes:
             + chunk(b"IDAT", zlib.compress(b"\x00" * 1024)) + chunk(b"IEND", b""))
 
 
-def test_every_real_image_gets_predict_images_answer(client, net):
-    for path in real_images():
-        r = client.post("/api/predict", content=path.read_bytes(),
-                        headers={"Content-Type": content_type(path)})
+def data_url_pixels(url: str) -> np.ndarray:
+    assert url.startswith("data:image/png;base64,")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+
+
+def as_shown(image: np.ndarray) -> np.ndarray:
+    """A float image in 0..1 as the 8-bit picture the API sends."""
+    return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+
+
+def read_all(model_path, paths) -> dict:
+    """predict_image's answer for each of ``paths`` (run in another process)."""
+    net = TwoLayerNet.load(model_path, device="cpu")
+    return {path: predict_image(path, net) for path in paths}
+
+
+@pytest.fixture(scope="module")
+def answers(net):
+    """predict_image's answer for every real image, worked out in another process (on another
+    core) while the tests ask the server: ``answers.result()``."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        yield pool.submit(read_all, net.path, real_images())
+
+
+def test_every_real_image_gets_predict_images_answer(client, answers):
+    got = {path: client.post("/api/predict", content=path.read_bytes(),
+                             headers={"Content-Type": content_type(path)})
+           for path in real_images()}
+    for path, expected in answers.result().items():
+        r = got[path]
         assert r.status_code == 200, (path.name, r.text)
-        expected = predict_image(path, net)
-        got = r.json()
-        assert got["digit"] == expected["digit"], path.name
-        assert np.allclose(got["probabilities"], expected["probabilities"], atol=1e-6)
-        assert got["image"].startswith("data:image/png;base64,")
+        r = r.json()
+        assert r["digit"] == expected["digit"] and r["number"] == expected["number"], path.name
+        assert np.allclose(r["probabilities"], expected["probabilities"], atol=1e-6)
+        assert np.array_equal(data_url_pixels(r["image"]), as_shown(expected["image"]))
 
 
 def test_form_upload_answers_as_the_raw_body(client):
@@ -153,11 +183,12 @@ BAD = {
     "empty body": (b"", "image/png", 400, "empty"),
     "random bytes": (np.random.default_rng(0).bytes(5000), "image/png", 400, "not an image"),
     "text": (b"seven", "text/plain", 415, "unsupported content type"),
+    "text sent as a PNG": (b"seven, in words", "image/png", 400, "not an image"),
     "truncated PNG": (None, "image/png", 400, "not an image"),
     "decompression bomb": (bomb_png(), "image/png", 400, "too large"),
     "blank canvas": (png_bytes(np.full((280, 280), 255, np.uint8)), "image/png", 422, "no digit"),
     "unknown content type": (b"\x00\x01", "application/x-unknown", 415, "unsupported content"),
-    "no content type": (b"\x00\x01", "", 415, "unsupported content type"),
+    "no content type": (b"\x00\x01", "", 415, "no Content-Type header"),
 }
 
 
@@ -177,38 +208,85 @@ def test_bad_input_gets_a_4xx_with_a_message_and_the_server_goes_on(client, case
                        headers={"Content-Type": content_type(good)}).status_code == 200
 
 
-def test_a_body_over_the_limit_is_refused_before_it_is_read(server):
+def raw_request(server: str, head: str, body_chunks=()) -> bytes:
+    """Send ``head`` and then ``body_chunks`` on a bare socket, without ever finishing the
+    body; what the server answers meanwhile."""
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=20) as s:
+        s.sendall(head.encode())
+        for chunk in body_chunks:
+            s.sendall(chunk)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            data = s.recv(65536)
+            if not data:
+                break
+            answer += data
+        return answer
+
+
+def test_an_oversized_body_is_refused_while_the_client_still_sends_it(server):
     import httpx
 
-    big = b"\x89PNG" + bytes(11 * 1024 * 1024)
-    r = httpx.post(f"{server}/api/predict", content=big, headers={"Content-Type": "image/png"})
+    # a declared length over the limit: refused before a byte of the body is sent
+    answer = raw_request(server, "POST /api/predict HTTP/1.1\r\nHost: test\r\nContent-Type: "
+                                 "image/png\r\nContent-Length: 20000000\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+    # no length: counted while it streams, refused after 11 of the 12 MB it would send
+    mb = b"%x\r\n" % (1 << 20) + bytes(1 << 20) + b"\r\n"
+    answer = raw_request(server, "POST /api/predict HTTP/1.1\r\nHost: test\r\nContent-Type: "
+                                 "image/png\r\nTransfer-Encoding: chunked\r\n\r\n", [mb] * 11)
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+    r = httpx.post(f"{server}/api/predict", content=b"\x89PNG" + bytes(11 << 20),
+                   headers={"Content-Type": "image/png"})  # as a client sees it
     assert r.status_code == 413 and "10 MB" in r.json()["detail"]
-    sent = []
-
-    def chunks():  # no Content-Length: the server counts as it reads
-        for _ in range(12):
-            sent.append(1)
-            yield bytes(1024 * 1024)
-
-    r = httpx.post(f"{server}/api/predict", content=chunks(), headers={"Content-Type": "image/png"})
-    assert r.status_code == 413
     assert httpx.get(f"{server}/healthz").status_code == 200
 
 
-def test_sixteen_clients_at_once_get_no_errors(server):
+def test_the_server_answers_while_images_are_being_read(server):
+    """The network's work runs off the event loop: /healthz answers while slow photos are
+    still being read."""
     import httpx
 
-    paths = real_images()[:20]
+    photo = max(real_images(), key=lambda p: p.stat().st_size)
+    finished = []
+
+    def read_photo(_):
+        r = httpx.post(f"{server}/api/predict", content=photo.read_bytes(),
+                       headers={"Content-Type": content_type(photo)}, timeout=60)
+        finished.append(time.perf_counter())
+        return r.status_code
+
+    with ThreadPoolExecutor(3) as pool:
+        slow = pool.map(read_photo, range(3))
+        time.sleep(0.05)
+        assert httpx.get(f"{server}/healthz", timeout=60).status_code == 200
+        answered = time.perf_counter()
+        assert list(slow) == [200] * 3
+    assert answered < min(finished), "the event loop waited for the photos"
+
+
+def test_sixteen_clients_at_once_get_no_errors_and_their_own_answers(server, answers):
+    import httpx
+
+    with open(REAL / "manifest.tsv", newline="") as f:  # drawings: photos take longest
+        drawings = sorted(REAL / r["file"] for r in csv.DictReader(f, delimiter="\t")
+                          if r["kind"] != "photo")
+    paths = drawings[::len(drawings) // 20][:20]  # every digit
     bodies = [(p.read_bytes(), content_type(p)) for p in paths]
 
     def client_run(k):
         with httpx.Client(base_url=server, timeout=60) as c:
-            return [c.post("/api/predict", content=b, headers={"Content-Type": t}).status_code
-                    for b, t in bodies]
+            return [c.post("/api/predict", content=b, headers={"Content-Type": t})
+                    for b, t in bodies[k:] + bodies[:k]]  # each client in its own order
 
     with ThreadPoolExecutor(16) as pool:
-        codes = [c for run in pool.map(client_run, range(16)) for c in run]
-    assert len(codes) == 320 and set(codes) == {200}
+        runs = list(pool.map(client_run, range(16)))
+    assert sum(len(run) for run in runs) == 320
+    for k, run in enumerate(runs):
+        for path, r in zip(paths[k:] + paths[:k], run):
+            assert r.status_code == 200, r.text
+            assert r.json()["number"] == answers.result()[path]["number"], path.name
 
 
 def run_cli(*args, code="from fastmnist.cli import main; sys.exit(main(sys.argv[1:]))",
@@ -233,40 +311,77 @@ def test_serve_without_a_model_says_how_to_get_one(tmp_path):
     assert "--train" in proc.stderr
 
 
+def test_serve_without_the_extra_in_python_names_it(monkeypatch, net):
+    import fastmnist
+
+    monkeypatch.setitem(sys.modules, "fastapi", None)
+    with pytest.raises(ImportError, match=r"pip install 'fastmnist\[serve\]'"):
+        fastmnist.serve(net.path)
+
+
 def test_serve_command_starts_says_where_and_answers(net, tmp_path):
     import httpx
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "fastmnist.cli", "serve", "--model",
-                             str(net.path), "--port", str(port)], env=ENV, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             str(net.path), "--port", "0", "--device", "cpu"], env=ENV,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         first = proc.stdout.readline()
         second = proc.stdout.readline()
         assert str(net.path) in first and "784-50-10" in first and "mnist" in first
-        assert f"http://localhost:{port}/" in second
+        assert "on cpu" in first
+        url = second.split()[1]  # "open http://127.0.0.1:PORT/ to draw a digit ..."
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/"), second
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                if httpx.get(f"{url}healthz").status_code == 200:
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
-        assert httpx.get(f"http://127.0.0.1:{port}/api/model").json()["sizes"] == [784, 50, 10]
+        assert httpx.get(f"{url}api/model").json()["sizes"] == [784, 50, 10]
+        port = url.rsplit(":", 1)[1].strip("/")
+        taken = run_cli("--model", str(net.path), "--port", port)  # the same port again
+        assert taken.returncode == 2 and "Traceback" not in taken.stderr
+        assert f"port {port}: Address already in use; choose another with --port" in taken.stderr
+        assert "open http" not in taken.stdout
     finally:
         proc.terminate()
         proc.wait(10)
 
 
-def test_import_fastmnist_and_its_command_leave_the_web_stack_alone():
-    code = ("import sys, fastmnist, fastmnist.cli; "
-            "print(json.dumps(sorted(m for m in ('fastapi', 'starlette', 'uvicorn') "
-            "if m in sys.modules)))")
-    out = subprocess.run([sys.executable, "-c", "import json; " + code], env=ENV,
-                         capture_output=True, text=True, check=True).stdout
-    assert json.loads(out) == []
+def test_serve_train_stops_when_training_fails(tmp_path):
+    env = {**ENV, "XDG_CACHE_HOME": str(tmp_path / "cache"), "FASTMNIST_OFFLINE": "1",
+           "FASTMNIST_DATA": str(tmp_path / "no-data")}
+    proc = run_cli("--train", "--device", "abacus", env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "fastmnist train --dataset mnist --augment" in proc.stdout
+    assert "fastmnist train: error: unknown device 'abacus'" in proc.stderr  # train ran, and said
+    assert "open http" not in proc.stdout  # ... and nothing was served
+
+
+def test_the_page_and_the_extra_ship_with_the_package():
+    """`pip install .` installs fastmnist.web and its static files; the extras name the stack."""
+    from fnmatch import fnmatch
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    setup = config["tool"]["setuptools"]
+    folders = {".".join(p.parent.relative_to(ROOT).parts)
+               for p in (ROOT / "fastmnist").rglob("*.*") if "__pycache__" not in p.parts}
+    assert folders <= set(setup["packages"]), folders - set(setup["packages"])
+    static = sorted((ROOT / "fastmnist/web/static").iterdir())
+    assert {"index.html", "app.js", "style.css"} <= {p.name for p in static}
+    for path in static:
+        assert any(fnmatch(path.name, g) for g in setup["package-data"]["fastmnist.web.static"])
+    extras = config["project"]["optional-dependencies"]
+    assert {d.split(">")[0] for d in extras["serve"]} >= {"fastapi", "uvicorn", "python-multipart"}
+    assert "fastmnist[serve]" in extras["dev"] and any(d.startswith("playwright")
+                                                       for d in extras["dev"])
+    assert not any(d.startswith(("fastapi", "uvicorn")) for d in config["project"]["dependencies"])
 
 
 # -- the page in a real browser -------------------------------------------------------------------
@@ -317,78 +432,192 @@ def browser():
     if not CHROMIUM.exists():
         pytest.fail(f"the browser test needs Debian's Chromium at {CHROMIUM}: "
                     "apt-get install -y chromium (.ci/run does this)")
-    from playwright.sync_api import sync_playwright
-
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the browser test needs Playwright: pip install -e '.[dev]'")
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         yield b
         b.close()
 
 
-def shown(page) -> dict:
-    return page.evaluate("""() => ({
-        digit: document.getElementById('digit').textContent,
-        bars: [...document.querySelectorAll('#bars li .fill')].map(f => parseFloat(f.style.width)),
-        best: [...document.querySelectorAll('#bars li')].findIndex(li => li.classList.contains('best')),
-        seen: !document.getElementById('seen').hidden,
-        status: document.getElementById('status').textContent,
-    })""")
+SHOWN = """() => ({
+    digit: document.getElementById('digit').textContent,
+    bars: [...document.querySelectorAll('#bars li')].map(li =>
+        li.querySelector('.fill').getBoundingClientRect().width /
+        li.querySelector('.track').getBoundingClientRect().width),
+    percents: [...document.querySelectorAll('#bars .pct')].map(p => p.textContent),
+    best: [...document.querySelectorAll('#bars li')].findIndex(li => li.classList.contains('best')),
+    seen: document.getElementById('seen').hidden ? null : document.getElementById('seen').src,
+    picks: [...document.querySelectorAll('#picks:not([hidden]) button')].map(b => b.textContent),
+    status: document.getElementById('status').textContent,
+})"""
 
 
-def test_the_page_reads_a_drawn_digit_and_an_uploaded_photo(browser, server, net, mnist_test,
-                                                           tmp_path):
-    images, labels = mnist_test
-    errors = []
-    page = browser.new_page(viewport={"width": 1000, "height": 760})
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+def open_page(browser, server, script=None, **options):
+    """The page, with every script error and console error collected in ``page.errors``;
+    ``script`` replaces app.js (to prove that a broken page fails the checks)."""
+    page = browser.new_page(reduced_motion="reduce", **options)  # bars drawn without easing
+    page.set_default_timeout(2000 if script else 30000)  # a broken page fails soon
+    page.errors = []
+    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+    page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
+    if script is not None:
+        page.route("**/static/app.js", lambda route: route.fulfill(
+            body=script, content_type="text/javascript"))
     page.goto(server + "/")
     page.wait_for_function("document.getElementById('model').textContent.includes('784-50-10')")
     assert page.locator("#bars li").count() == 10
+    return page
 
-    canvas = page.locator("#canvas")
-    box = canvas.bounding_box()
-    index = readable_drawing(images, labels, net)
-    for stroke in skeleton_strokes(images[index], box["width"] / 28):
+
+def answered(page) -> dict:
+    """What the page shows once every request it made is answered."""
+    page.wait_for_function("document.getElementById('result-card').ariaBusy === 'false'")
+    return page.evaluate(SHOWN)
+
+
+def assert_shows(page, expected: dict):
+    """The page shows ``expected`` (predict_image's answer): the digit, the ten bars drawn to
+    their probabilities, the 28x28 picture, and the same for screen readers."""
+    got = answered(page)
+    assert got["digit"] == expected["label"] and got["best"] == expected["digit"], got
+    assert np.allclose(got["bars"], expected["probabilities"], atol=0.01), got["bars"]
+    assert got["percents"] == [f"{100 * p:.1f}%" for p in expected["probabilities"]]
+    assert np.array_equal(data_url_pixels(got["seen"]), as_shown(expected["image"]))
+    assert f"reads {expected['label']}" in got["status"]
+    assert page.errors == []
+
+
+def draw(page, strokes):
+    """Draw ``strokes`` (lists of (x, y) in the pad's pixels) with the mouse."""
+    box = page.locator("#canvas").bounding_box()
+    for stroke in strokes:
         page.mouse.move(box["x"] + stroke[0][0], box["y"] + stroke[0][1])
         page.mouse.down()
         for x, y in stroke[1:]:
             page.mouse.move(box["x"] + x, box["y"] + y, steps=2)
         page.mouse.up()
-    page.wait_for_function("document.getElementById('status').textContent.includes('reads')")
-    page.wait_for_timeout(600)  # the debounced request after the last stroke
-    drawn = page.evaluate("document.getElementById('canvas').toDataURL('image/png')")
-    png = __import__("base64").b64decode(drawn.split(",")[1])
+
+
+def drawn_png(page) -> bytes:
+    url = page.evaluate("document.getElementById('canvas').toDataURL('image/png')")
+    return base64.b64decode(url.split(",", 1)[1])
+
+
+@pytest.fixture(scope="module")
+def mnist_strokes(mnist_test, net):
+    """A real MNIST digit's skeleton as pen strokes on a 28-unit square, and its label."""
+    images, labels = mnist_test
+    index = readable_drawing(images, labels, net)
+    return skeleton_strokes(images[index], 1.0), int(labels[index])
+
+
+def scaled(strokes, side: float):
+    return [[(x * side / 28, y * side / 28) for x, y in s] for s in strokes]
+
+
+def test_the_page_reads_a_drawn_digit_and_an_uploaded_photo(browser, server, net,
+                                                           mnist_strokes, tmp_path):
+    strokes, label = mnist_strokes
+    page = open_page(browser, server, viewport={"width": 1000, "height": 760})
+    assert page.evaluate(SHOWN)["digit"] == "?"
+    side = page.locator("#canvas").bounding_box()["width"]
+    draw(page, scaled(strokes, side))
+    png = drawn_png(page)
     (tmp_path / "canvas.png").write_bytes(png)
-    expected = predict_image(png, net)
-    got = shown(page)
-    assert got["digit"] == str(expected["digit"]) == str(labels[index]), got
-    assert got["best"] == expected["digit"] and got["seen"]
-    assert np.allclose(got["bars"], 100 * np.asarray(expected["probabilities"]), atol=0.06)
+    expected = predict_image(png, net)  # what the page sent, read by fastmnist itself
+    assert expected["digit"] == label
+    assert_shows(page, expected)
     page.screenshot(path=str(tmp_path / "drawn.png"))
+
+    page.keyboard.press("Control+z")  # undo the last stroke: the answer follows the drawing
+    if len(strokes) > 1:
+        assert_shows(page, predict_image(drawn_png(page), net))
+    else:
+        assert answered(page)["digit"] == "?"
+    draw(page, scaled(strokes[-1:], side))  # and back
+    assert_shows(page, expected)
 
     photo = real_images()[0]
     page.set_input_files("#file", str(photo))
-    page.wait_for_function("!document.getElementById('photo').hidden")
-    expected = predict_image(photo, net)
-    page.wait_for_function(f"document.getElementById('digit').textContent === '{expected['digit']}'")
-    assert shown(page)["best"] == expected["digit"]
+    assert not page.locator("#photo").is_hidden()
+    assert_shows(page, predict_image(photo, net))
     page.screenshot(path=str(tmp_path / "photo.png"))
 
+    number = REAL / "numbers" / "2026_dfak0.png"
+    page.set_input_files("#file", str(number))
+    expected = predict_image(number, net)
+    got = answered(page)
+    assert got["digit"] == expected["number"] and got["picks"] == list(expected["number"])
+    assert np.allclose(got["bars"], expected["digits"][0]["probabilities"], atol=0.01)
+    page.locator("#picks button").nth(3).click()  # the fourth digit's probabilities
+    assert np.allclose(answered(page)["bars"], expected["digits"][3]["probabilities"], atol=0.01)
+    assert np.array_equal(data_url_pixels(got["seen"]), as_shown(expected["image"]))
+    page.screenshot(path=str(tmp_path / "number.png"))
+
     page.keyboard.press("Escape")
-    page.wait_for_function("document.getElementById('digit').textContent === '?'")
-    assert errors == []
-    print("screenshots:", tmp_path / "drawn.png", tmp_path / "photo.png")
+    assert answered(page)["digit"] == "?" and page.errors == []
+    print("screenshots:", *(tmp_path / f"{n}.png" for n in ("drawn", "photo", "number")))
     page.close()
 
 
-def test_the_page_fits_a_phone(browser, server):
-    page = browser.new_page(viewport={"width": 390, "height": 844}, has_touch=True)
-    page.goto(server + "/")
-    width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= 390
+def test_the_page_works_with_the_keyboard(browser, server, net):
+    page = open_page(browser, server)
+    reached = []
+    for _ in range(6):
+        page.keyboard.press("Tab")
+        reached.append(page.evaluate("document.activeElement.id"))
+        if reached[-1] == "file":
+            ring = page.evaluate("getComputedStyle(document.getElementById('file')"
+                                 ".closest('label')).outlineStyle")
+            assert ring == "solid"  # the visible button shows where the focus is
+    assert reached[:4] == ["canvas", "undo", "clear", "file"], reached
+    photo = real_images()[1]
+    page.locator("#file").set_input_files(str(photo))  # what Enter on the chooser leads to
+    assert_shows(page, predict_image(photo, net))
+    page.close()
+
+
+BREAKAGES = {  # what breaks, and what the browser then reports
+    "a syntax error": (lambda js: js + "\n}", "Unexpected token"),
+    "an answer that is never shown": (lambda js: js.replace(
+        "function showAnswer(r) {", "function showAnswer(r) {\n  r.nothing.here;"),
+        "Cannot read properties of undefined"),
+}
+
+
+@pytest.mark.parametrize("breakage", sorted(BREAKAGES))
+def test_the_browser_checks_fail_when_the_page_script_breaks(browser, server, net,
+                                                            mnist_strokes, breakage):
+    from playwright.sync_api import Error as PlaywrightError
+
+    broken, error = BREAKAGES[breakage]
+    script = broken((ROOT / "fastmnist/web/static/app.js").read_text())
+    strokes, _ = mnist_strokes
+    pages = []
+    with pytest.raises((AssertionError, PlaywrightError)):
+        pages.append(open_page(browser, server, script=script))
+        draw(pages[0], scaled(strokes, pages[0].locator("#canvas").bounding_box()["width"]))
+        assert_shows(pages[0], predict_image(drawn_png(pages[0]), net))
+    page = browser.contexts[-1].pages[-1]
+    assert any(error in e for e in page.errors), page.errors  # failed for this breakage
+    page.close()
+
+
+def test_the_page_fits_a_phone(browser, server, net, mnist_strokes, tmp_path):
+    page = open_page(browser, server, viewport={"width": 390, "height": 844}, has_touch=True,
+                     is_mobile=True, device_scale_factor=2)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
     pad = page.locator("#canvas").bounding_box()
     assert 250 <= pad["width"] <= 390
+    strokes, _ = mnist_strokes
+    draw(page, scaled(strokes, pad["width"]))
+    assert_shows(page, predict_image(drawn_png(page), net))
+    answer = page.locator("#digit").bounding_box()
+    assert answer["y"] + answer["height"] <= 844  # the answer shows beside the pad, unscrolled
+    page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
     page.close()
 
 
@@ -398,7 +627,7 @@ def test_load_benchmark_runs(net, tmp_path):
 
     real_images()
     results = bench_serve.main(["--model", str(net.path), "--clients", "1", "4", "--seconds",
-                                "1.5", "--json", str(tmp_path / "serve.json")])
+                                "1", "--json", str(tmp_path / "serve.json")])
     assert [r["clients"] for r in results] == [1, 4]
     for r in results:
         assert r["errors"] == 0 and r["requests"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0

@@ -6,8 +6,6 @@ extra and is imported only here, when a server is asked for.
 """
 from __future__ import annotations
 
-EXTRA_HINT = "pip install 'fastmnist[serve]'"
-
 
 def create_app(net, model_path=None, **kwargs):
     """The FastAPI app serving ``net`` (see :mod:`fastmnist.web.app`)."""

@@ -69,9 +69,9 @@ async def image_bytes(request: Request) -> bytes:
     """The image of a request: its raw body (``image/*``) or the form field ``image``."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if not (kind.startswith(IMAGE_TYPES) or kind == "multipart/form-data"):
-        raise HTTPException(415, f"unsupported content type {kind or '(none)'!r}: send the image "
-                                 "as the body (Content-Type: image/png, image/jpeg, ...) or as "
-                                 "the multipart form field 'image'")
+        what = f"unsupported content type {kind!r}" if kind else "no Content-Type header"
+        raise HTTPException(415, f"{what}: send the image as the body (Content-Type: image/png, "
+                                 "image/jpeg, ...) or as the multipart form field 'image'")
     body = await read_body(request)
     if kind == "multipart/form-data":
         async def replay():

@@ -1,19 +1,25 @@
 """``fastmnist serve``: start the draw-a-digit page for a model on a local port."""
 from __future__ import annotations
 
+import argparse
+import socket
 import sys
 from pathlib import Path
 
-from . import EXTRA_HINT
+EXTRA_HINT = "pip install 'fastmnist[serve]'"
 
 
 def missing_stack() -> str | None:
     """Which part of the serve extra is not installed, or None."""
-    for module in ("fastapi", "uvicorn", "multipart"):
-        try:
-            __import__(module)
-        except ImportError:
-            return module
+    for modules in (("fastapi",), ("uvicorn",), ("python_multipart", "multipart")):
+        for module in modules:  # python-multipart's module was `multipart` before 0.0.13
+            try:
+                __import__(module)
+                break
+            except ImportError:
+                pass
+        else:
+            return modules[0]
     return None
 
 
@@ -34,6 +40,32 @@ def load_model(model, device):
     return TwoLayerNet.load(path, device=device or "auto"), path
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``, so a port in use or a wrong address is reported before
+    anything says the page is up."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise OSError(f"cannot listen on {host}: {exc.strerror or exc}; give an address of this "
+                      "computer with --host (127.0.0.1: this computer only)") from None
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen on {host} port {port}: {exc.strerror or exc}; choose "
+                      "another with --port") from None
+    return sock
+
+
+def page_url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    if host in ("0.0.0.0", "::"):  # every address of this computer: this one works here
+        host = "127.0.0.1"
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+
+
 def run(model=None, host: str = "127.0.0.1", port: int = 8000, device=None,
         open_browser: bool = False) -> None:
     """Serve ``model`` until Ctrl-C, saying where and what."""
@@ -48,7 +80,8 @@ def run(model=None, host: str = "127.0.0.1", port: int = 8000, device=None,
     net, path = load_model(model, device)
     for line in model_warnings(net, path):
         print(f"warning: {line}", file=sys.stderr)
-    url = f"http://{'localhost' if host in ('127.0.0.1', '::1') else host}:{port}/"
+    sock = listen(host, port)
+    url = page_url(sock)
     meta = net.metadata
     acc = meta.get("test_accuracy")
     print(f"serving {path or 'the given network'} ({'-'.join(map(str, net.sizes))}, "
@@ -61,7 +94,8 @@ def run(model=None, host: str = "127.0.0.1", port: int = 8000, device=None,
         import webbrowser
 
         threading.Timer(1.0, webbrowser.open, (url,)).start()
-    uvicorn.run(create_app(net, path), host=host, port=port, log_level="warning")
+    server = uvicorn.Server(uvicorn.Config(create_app(net, path), log_level="warning"))
+    server.run(sockets=[sock])
 
 
 def cmd_serve(args) -> int:
@@ -83,6 +117,13 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def port_number(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {text}")
+    return value
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("serve", help="a draw-a-digit web page for your model (local)",
                        description="Serve a page where you draw a digit (or drop a photo) and "
@@ -91,8 +132,10 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default=None,
                    help="model file (default: the last one `fastmnist train` kept)")
     p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (127.0.0.1: this computer only)")
-    p.add_argument("--port", type=int, default=8000, help="port to listen on (8000)")
+                   help="address to listen on (127.0.0.1: this computer only; 0.0.0.0: every "
+                        "network it is on)")
+    p.add_argument("--port", type=port_number, default=8000,
+                   help="port to listen on (8000; 0: any free one)")
     p.add_argument("--open", action="store_true", help="open the page in a browser")
     p.add_argument("--train", action="store_true",
                    help="train a digit model first (fastmnist train --dataset mnist --augment)")
