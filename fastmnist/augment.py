@@ -72,12 +72,13 @@ def segment(shape: tuple[int, int], a, b, width: float) -> np.ndarray:
 
 def ink_ends(mask: np.ndarray):
     """Top and bottom points (y, x) of a digit's ink, its height, and the x of its ink on row
-    ``y`` (a function)."""
+    ``y``, or on the inked row nearest it where a broken stroke leaves ``y`` empty (a function)."""
     rows = np.flatnonzero(mask.any(axis=1))
     top, bottom = rows[0], rows[-1]
 
-    def x_at(y: int) -> float:
-        return float(np.flatnonzero(mask[int(y)]).mean())
+    def x_at(y: float) -> float:
+        inked = rows[np.abs(rows - y).argmin()]
+        return float(np.flatnonzero(mask[inked]).mean())
 
     return (top, x_at(top)), (bottom, x_at(bottom)), bottom - top + 1, x_at
 

@@ -185,6 +185,20 @@ def test_written_styles_flag_and_foot_ones_cross_sevens_and_leave_others(monkeyp
         assert np.array_equal(augment.written_style(bar_digit(), label, rng), bar_digit())
 
 
+def test_a_seven_broken_where_its_crossbar_goes_still_gets_one(monkeypatch):
+    """A stem with no ink at mid height (a pen that skipped) takes the crossbar from the
+    nearest inked row instead of failing."""
+    from fastmnist import augment
+
+    monkeypatch.setattr(augment, "STYLES", {"flag": 0.0, "foot": 0.0, "crossbar": 1.0,
+                                            "slash": 0.0})
+    broken = bar_digit()
+    broken[11:17] = 0.0
+    seven = augment.written_style(broken, 7, np.random.default_rng(0))
+    assert np.isfinite(seven).all() and seven.max() == 1.0
+    assert (seven > 0.5).sum(axis=1).max() >= 5  # a crossbar wider than the stem
+
+
 def test_writing_styles_can_be_left_out_for_other_datasets(monkeypatch):
     from fastmnist import augment
 
