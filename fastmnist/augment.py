@@ -1,21 +1,26 @@
 """Training-time augmentation: varied copies of MNIST-style digits (off unless asked for).
 
 Real handwriting differs from MNIST's by slant, size, wobble and pen, and a photo read by
-:func:`fastmnist.preprocess_image` comes out fitted to a 20-pixel box, centred by mass and, when
-its pen was far from MNIST's, redrawn with a round pen. Each copy therefore gets a random
-rotation, shear, scale and shift, often an elastic distortion (Simard et al., 2003: a random
-displacement field smoothed by a Gaussian), and sometimes a pen that is thicker, thinner or
-redrawn the way :mod:`fastmnist.strokes` redraws photos.
+:func:`fastmnist.preprocess_image` comes out straightened to MNIST's mean slant, fitted to a
+20-pixel box, centred by mass and, when its pen was far from MNIST's, redrawn with a round pen.
+Most copies are made from the training digit straightened the same way, with a small random
+rotation, scale and shift (a 50-unit net then spends its capacity on shapes, not slants), the
+others from the digit as written with a wider rotation, shear, scale and shift. All often get
+an elastic distortion (Simard et al., 2003: a random displacement field smoothed by a
+Gaussian), and sometimes a pen that is thicker, thinner or redrawn the way
+:mod:`fastmnist.strokes` redraws photos.
 """
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
 
-from .strokes import PEN, fit_frame, redraw, stroke_width
+from .strokes import PEN, fit_frame, redraw, straightened_frame, stroke_width
 
 COPIES = 3  # default copies per digit: see README (real-handwriting accuracy by copies)
 STYLES = {"flag": 0.55, "foot": 0.35, "crossbar": 0.35, "slash": 0.15}  # chance per copy
+STRAIGHT = {"rotate": 5.0, "shear": 0.0, "scale": 0.05, "shift": 0.75}  # copies of straightened digits
+OWN_SLANT = {"rotate": 8.0, "shear": 0.2, "scale": 0.1, "shift": 1.2}  # copies at the digit's own slant
 CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)
 
 
@@ -123,8 +128,8 @@ def written_style(image: np.ndarray, label: int, rng: np.random.Generator) -> np
     return fit_frame(canvas, level=0.05)
 
 
-def jitter(image: np.ndarray, rng: np.random.Generator, *, rotate: float = 10.0,
-           shear: float = 0.25, scale: float = 0.12, shift: float = 1.5, alpha: float = 15.0,
+def jitter(image: np.ndarray, rng: np.random.Generator, *, rotate: float = 8.0,
+           shear: float = 0.2, scale: float = 0.1, shift: float = 1.2, alpha: float = 15.0,
            sigma: float = 4.0, elastic: float = 0.5) -> np.ndarray:
     """One random variant (28, 28) float32 in 0..1 of a 28x28 digit ``image`` in 0..1.
 
@@ -132,7 +137,7 @@ def jitter(image: np.ndarray, rng: np.random.Generator, *, rotate: float = 10.0,
     shift up to ``shift`` pixels, and with probability ``elastic`` an elastic distortion of
     strength ``alpha`` and smoothness ``sigma`` pixels; then, for some copies, a new pen. The
     copy is not fitted back into the 20-pixel box: the spread in size and place it keeps made
-    the net read real handwriting better (README, "Real handwriting").
+    the net read real handwriting better (README, "How well it reads real handwriting").
     """
     coords = affine_grid(rng, rotate=rotate, shear=shear, scale=scale, shift=shift)
     if rng.random() < elastic:
@@ -143,27 +148,34 @@ def jitter(image: np.ndarray, rng: np.random.Generator, *, rotate: float = 10.0,
 
 
 def augmented_training_set(x: np.ndarray, t: np.ndarray, copies: int = COPIES, seed=None,
-                           writing_styles: bool = True):
+                           writing_styles: bool = True, straighten: bool = True):
     """``x`` (N, 784) 0..1 (float, or uint8 0..255) and labels ``t`` (N,) or one-hot, with
     ``copies`` varied copies of every digit appended: ``(x_aug ((copies+1)N, 784) in x's dtype
     range, t_aug)``.
 
-    ``writing_styles`` adds to the copies the flagged 1s, crossed 7s and slashed 0s MNIST lacks
-    (see :func:`written_style`); it assumes digit labels, so pass False for other datasets.
+    ``straighten`` makes two copies in three from the digit brought to MNIST's mean slant, as
+    :func:`fastmnist.preprocess_image` does with photos, varied a little (:data:`STRAIGHT`);
+    every third copy keeps the digit's own slant and is varied more (:data:`OWN_SLANT`), so the
+    net still reads MNIST's own digits as they are. ``writing_styles`` adds to the copies the
+    flagged 1s, crossed 7s and slashed 0s MNIST lacks (see :func:`written_style`). Both assume
+    handwritten digits: pass False for other datasets.
     """
     if not isinstance(copies, (int, np.integer)) or copies < 0:
         raise ValueError(f"copies must be a whole number >= 0, got {copies!r}")
     rng = np.random.default_rng(seed)
     x = np.asarray(x)
     scale = 255.0 if x.dtype == np.uint8 else 1.0
-    images = x.reshape(-1, 28, 28)
+    images = x.reshape(-1, 28, 28).astype(np.float32) / scale
+    straight = np.stack([straightened_frame(im) for im in images]) if straighten and copies else None
     labels = np.asarray(t).argmax(axis=1) if np.ndim(t) == 2 else np.asarray(t)
-    extra = np.empty((copies * len(images), 784), dtype=x.dtype)
-    for k in range(copies):
-        for i, image in enumerate(images):
-            image = image.astype(np.float32) / scale
+    out = np.empty(((copies + 1) * len(images), 784), dtype=x.dtype)
+    out[:len(images)] = x.reshape(len(images), 784)
+    for k in range(1, copies + 1):
+        own_slant = straight is None or k % 3 == 0
+        source, spread = (images, OWN_SLANT) if own_slant else (straight, STRAIGHT)
+        for i, image in enumerate(source):
             if writing_styles:
                 image = written_style(image, int(labels[i]), rng)
-            out = jitter(image, rng).reshape(784) * scale
-            extra[k * len(images) + i] = np.round(out) if scale != 1.0 else out
-    return np.concatenate([x.reshape(len(images), 784), extra]), np.concatenate([t] * (copies + 1))
+            row = jitter(image, rng, **spread).reshape(784) * scale
+            out[k * len(images) + i] = np.round(row) if scale != 1.0 else row
+    return out, np.concatenate([t] * (copies + 1))

@@ -151,9 +151,11 @@ def cmd_train(args) -> int:
         from .augment import augmented_training_set
 
         with interruptible("while augmenting the training set"):
-            # flagged 1s, crossed 7s and slashed 0s only where the labels are digits
-            x, t = augmented_training_set(x, t, seed=args.seed,
-                                          writing_styles=args.dataset == "mnist")
+            # straightened digits, flagged 1s, crossed 7s and slashed 0s only where the
+            # images are handwritten digits
+            digits = args.dataset == "mnist"
+            x, t = augmented_training_set(x, t, seed=args.seed, writing_styles=digits,
+                                          straighten=digits)
         say(f"augmented: training on {x.shape[0]} rows (originals plus jittered copies)")
     try:
         history = train(net, x, t, xt, tt, iters=iters, batch_size=args.batch_size,

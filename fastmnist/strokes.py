@@ -22,7 +22,7 @@ FRAME = 28
 PEN = 2.6  # MNIST stroke width in frame pixels
 PEN_RANGE = (0.75, 4.0)  # widths within this factor of PEN are kept as drawn
 MNIST_SLANT = -0.094  # MNIST's mean slant: dx/dy of its strokes' moments (x right, y down)
-STRAIGHTEN = 0.7  # a digit's slant is moved this part of the way to MNIST_SLANT
+STRAIGHTEN = 1.0  # a digit's slant is moved this part of the way to MNIST_SLANT
 SUPERSAMPLE = 4  # strokes are drawn at 4x and averaged down, which anti-aliases them
 
 
@@ -127,9 +127,10 @@ def straightened(ink: np.ndarray, lean: float) -> np.ndarray:
     """``ink`` (H, W) sheared so its slant ``lean`` (see :func:`slant`) moves STRAIGHTEN of
     the way to MNIST's mean.
 
-    Real handwriting leans less than MNIST's on average (the development set's mean slant is
-    +0.03, MNIST's -0.09); moving most of the way takes upright and backward-leaning digits
-    towards what the network saw, while a full deskew would erase a slant the network uses.
+    Handwriting leans every way (the development set's mean slant is +0.03, MNIST's -0.09);
+    bringing every digit to one slant takes that variation away from what the network must
+    learn. :func:`fastmnist.augment.augmented_training_set` straightens its training digits
+    the same way (:func:`straightened_frame`).
     """
     shift = STRAIGHTEN * (lean - MNIST_SLANT)
     h, w = ink.shape
@@ -139,6 +140,14 @@ def straightened(ink: np.ndarray, lean: float) -> np.ndarray:
     # output (y, x) takes the ink at (y, x + shift (y - centre))
     return ndimage.affine_transform(wide, np.array([[1.0, 0.0], [shift, 1.0]]),
                                     offset=(0.0, -shift * centre), order=1)
+
+
+def straightened_frame(frame: np.ndarray) -> np.ndarray:
+    """A 28x28 digit (float 0..1) at MNIST's mean slant, framed again as MNIST frames digits:
+    float32, peak 1. A blank frame comes back as it is."""
+    if frame.max() <= 0.05:
+        return frame.astype(np.float32)
+    return fit_frame(straightened(frame, slant(frame)), level=0.05)
 
 
 def to_mnist_frame(mask: np.ndarray, ink: np.ndarray | None = None) -> np.ndarray:

@@ -77,7 +77,9 @@ def run_trial(config: dict, data, *, device=None, overlap=None, report=None, met
 
             if x.dtype == np.uint8:
                 x = format_images(x, normalize=True, flatten=True)
-            x, t = augmented_training_set(x, t, seed=config["seed"])
+            digits = (meta or {}).get("dataset", "mnist") == "mnist"
+            x, t = augmented_training_set(x, t, seed=config["seed"], writing_styles=digits,
+                                          straighten=digits)
         per_epoch = max(x.shape[0] // config["batch_size"], 1)
         net = TwoLayerNet(x.shape[1], config["hidden"], 10, device=device,
                           dtype=config["dtype"], seed=config["seed"])
