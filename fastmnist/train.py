@@ -15,6 +15,7 @@ from .backend import to_numpy
 from .network import EVAL_CHUNK, TwoLayerNet, on_device, one_hot
 from .steps.cpu import CpuStep
 from .steps.pipeline import Pipeline, single_threaded_blas, worth_overlapping
+from .steps.threaded import ThreadedStep, thread_budget, worth_threading
 from .steps import BufferedCount, BufferedStep, PlainStep
 
 SAMPLING = ("replacement", "epoch")
@@ -230,6 +231,8 @@ def train(net: TwoLayerNet, x_train, t_train, x_test=None, t_test=None, *, iters
         raise
     finally:
         bar.close()
+        if hasattr(step, "close"):  # a threaded step's helper threads
+            step.close()
     return history
 
 
@@ -328,8 +331,12 @@ class Loop:
 def make_step(fast, net, x, t, learning_rate, batch_size, cuda_graph=True):
     """The step for this backend, on training rows ``x`` with integer labels ``t``: fused kernels
     (and a CUDA graph) for float32 on a GPU, the buffered step elsewhere on CuPy, the tuned NumPy
-    step on the CPU, or the plain array-API step when ``fast`` is False."""
+    step on the CPU (its element-wise passes threaded for batches of 4,096 rows or more when
+    two or more cores are free to it), or the plain array-API step when ``fast`` is False."""
     if fast and net.xp is np:
+        threads = thread_budget()
+        if worth_threading(batch_size, threads):
+            return ThreadedStep(net.params, x, t, learning_rate, batch_size, threads)
         return CpuStep(net.params, x, t, learning_rate, batch_size)
     onehot = one_hot(t, net.sizes[2], net.dtype)
     if fast and net.backend.is_cuda and net.dtype_name == "float32":
