@@ -14,6 +14,7 @@ import numpy as np
 from .backend import to_numpy
 from .network import EVAL_CHUNK, TwoLayerNet, on_device, one_hot
 from .steps.cpu import CpuStep
+from .steps import compiled
 from .steps.pipeline import Pipeline, single_threaded_blas, worth_overlapping
 from .steps.threaded import ThreadedStep, thread_budget, worth_threading
 from .steps import BufferedCount, BufferedStep, PlainStep
@@ -337,6 +338,11 @@ def make_step(fast, net, x, t, learning_rate, batch_size, cuda_graph=True):
         threads = thread_budget()
         if worth_threading(batch_size, threads):
             return ThreadedStep(net.params, x, t, learning_rate, batch_size, threads)
+        if compiled.wanted():
+            try:
+                return compiled.CompiledStep(net.params, x, t, learning_rate, batch_size)
+            except Exception as exc:  # noqa: BLE001 - Numba broken: NumPy does the same job
+                compiled.unavailable(exc)
         return CpuStep(net.params, x, t, learning_rate, batch_size)
     onehot = one_hot(t, net.sizes[2], net.dtype)
     if fast and net.backend.is_cuda and net.dtype_name == "float32":

@@ -62,6 +62,7 @@ def _serve(inbox: queue.SimpleQueue, done: queue.SimpleQueue) -> None:
                 done.put(exc)
             else:
                 done.put(None)
+            del job, fn  # holding the last job would keep its step, and so this thread, alive
 
 
 def _stop(inboxes, workers) -> None:
