@@ -1,5 +1,5 @@
-"""The optional compiled step (Numba): picked by train() where Numba is installed, unless
-FASTMNIST_COMPILED=0; a Numba that fails to import or compile, or a kernel whose first step
+"""The optional compiled step (Numba): picked by train() with FASTMNIST_COMPILED=1 where Numba is
+installed, never otherwise; a Numba that fails to import or compile, or a kernel whose first step
 disagrees with NumPy's, makes it warn once and train with the NumPy step. Its numbers against the
 plain step are in tests/test_steps.py."""
 import json
@@ -14,7 +14,7 @@ import pytest
 from fastmnist import TwoLayerNet, train
 from fastmnist.steps import compiled
 from fastmnist.steps.cpu import CpuStep
-from tests.conftest import small_problem
+from tests.conftest import assert_agree, small_problem
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,15 +27,24 @@ def run(**kw):
     return net, h
 
 
-def test_train_picks_the_compiled_step_where_numba_is():
+def test_train_picks_the_compiled_step_where_asked_and_numba_is(monkeypatch):
     pytest.importorskip("numba")
+    monkeypatch.setenv("FASTMNIST_COMPILED", "1")
     assert compiled.wanted()
-    _, h = run()
+    net, h = run()
     assert h.config["step"] == "CompiledStep"
-
-
-def test_the_switch_turns_it_off(monkeypatch):
     monkeypatch.setenv("FASTMNIST_COMPILED", "0")
+    ref, href = run()
+    assert href.config["step"] == "CpuStep"
+    assert_agree(net.params, ref.params, steps=30, batch=20)
+
+
+@pytest.mark.parametrize("value", [None, "0", "off", ""])
+def test_it_is_off_unless_asked_for(monkeypatch, value):
+    if value is None:
+        monkeypatch.delenv("FASTMNIST_COMPILED", raising=False)
+    else:
+        monkeypatch.setenv("FASTMNIST_COMPILED", value)
     assert not compiled.wanted()
     assert run()[1].config["step"] == "CpuStep"
 
@@ -142,8 +151,7 @@ print(json.dumps({"wanted": compiled.wanted(), "step": h.config["step"], "loss":
 
 
 def test_without_numba_training_takes_the_numpy_step_silently():
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("FASTMNIST_COMPILED", None)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FASTMNIST_COMPILED": "1"}
     out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, env=env,
                          timeout=300)
     assert out.returncode == 0, out.stderr

@@ -12,12 +12,18 @@ these shapes, which cost more than the fused passes save.
 
 The sigmoid's ``exp`` in float32 is a Cephes-style polynomial (within 1 ulp of ``exp``) that the
 compiler vectorises; Numba's own ``exp`` is a scalar libm call per number, which costs more than
-all of NumPy's call overhead. float64 uses the exact ``exp``.
+all of NumPy's call overhead. float64 uses the exact ``exp``. The passes live in
+:mod:`.numba_kernels`, imported only here, on first use.
 
 Trust, but check: the first step of every :class:`CompiledStep` is also taken by the NumPy step
 from the same weights, and results beyond float rounding make it warn once and step with NumPy
-from then on. So does a Numba that fails to import or to compile. ``FASTMNIST_COMPILED=0``
-turns the compiled step off; without Numba installed it is silently not used.
+from then on. So does a Numba that fails to import or to compile.
+
+It is off unless ``FASTMNIST_COMPILED=1``: on the article's workload it did not pay. The
+passes alone are about 10% faster than NumPy's at batch 100 (one BLAS thread, medians of
+interleaved runs), but a whole ``train()`` of 10,000 steps in a fresh process was 5 to 15% slower
+with it (Numba's import, about a second, and the first compile or cache load fall inside the
+run; the overlapped steps gained nothing measurable). Without Numba it is silently not used.
 """
 from __future__ import annotations
 
@@ -35,8 +41,9 @@ ENV_SWITCH = "FASTMNIST_COMPILED"
 
 
 def wanted() -> bool:
-    """Whether to try the compiled step: Numba is installed and ``FASTMNIST_COMPILED`` is not 0."""
-    if os.environ.get(ENV_SWITCH, "").strip().lower() in ("0", "false", "no", "off"):
+    """Whether to try the compiled step: asked for (``FASTMNIST_COMPILED=1``) and Numba is
+    installed."""
+    if os.environ.get(ENV_SWITCH, "").strip().lower() not in ("1", "true", "yes", "on"):
         return False
     try:
         return importlib.util.find_spec("numba") is not None
@@ -46,93 +53,24 @@ def wanted() -> bool:
 
 def unavailable(exc: BaseException) -> None:
     warnings.warn(f"fastmnist: the compiled CPU step is unavailable ({type(exc).__name__}: "
-                  f"{exc}); training goes on with the NumPy step. Set {ENV_SWITCH}=0 to skip it "
+                  f"{exc}); training goes on with the NumPy step. Unset {ENV_SWITCH} to skip it "
                   "and this warning.", RuntimeWarning, stacklevel=3)
 
 
 def _import_numba():
-    import numba
+    from . import numba_kernels
 
-    return numba
+    return numba_kernels
 
 
 @lru_cache(maxsize=None)
 def kernel(dtype_name: str):
-    """The three compiled passes for float32 or float64 (compiled on first use of the dtype)."""
-    numba = _import_numba()
-    jit = numba.njit(nogil=True, fastmath=True, error_model="numpy", cache=False)
-    inline = numba.njit(inline="always", fastmath=True)
-    f = np.float32 if dtype_name == "float32" else np.float64
-
-    @inline
-    def exp32(x):
-        # exp(x) = 2^i * exp(r), |r| <= ln2 / 2, exp(r) by Cephes' expf polynomial
-        x = min(max(x, np.float32(-87.0)), np.float32(88.0))
-        i = np.int32(x * np.float32(1.44269504088896341) + np.float32(127.5)) - np.int32(127)
-        n = np.float32(i)
-        r = x - n * np.float32(0.693359375) + n * np.float32(2.12194440e-4)
-        p = np.float32(1.9875691500e-4)
-        p = p * r + np.float32(1.3981999507e-3)
-        p = p * r + np.float32(8.3334519073e-3)
-        p = p * r + np.float32(4.1665795894e-2)
-        p = p * r + np.float32(1.6666665459e-1)
-        p = p * r + np.float32(5.0000001201e-1)
-        p = p * r * r + r + np.float32(1.0)
-        return p * np.int32((i + np.int32(127)) << np.int32(23)).view(np.float32)
-
-    @inline
-    def exp64(x):
-        return np.exp(x)
-
-    exp = exp32 if dtype_name == "float32" else exp64
-
-    @jit
-    def sigmoid(a1, b1a, za):
-        """za = [sigmoid(a1 + b1), 1]: ``a1`` ``(B, H)``, ``za`` ``(B, H + 1)``."""
-        b, h = a1.shape
-        one = f(1.0)
-        for r in range(b):
-            ar, zr = a1[r], za[r]
-            for k in range(h):
-                zr[k] = one / (one + exp(-(ar[k] + b1a[k])))
-            zr[h] = one
-
-    @jit
-    def softmax(y, flat, loss, scale):
-        """On the logits ``y`` ``(B, C)``: ``loss`` ``(B,)`` = log(sum(exp(s))) - s[target] and
-        ``y`` = (softmax - onehot) lr / B (``scale``); ``flat`` as in CpuBatch."""
-        b, c = y.shape
-        for r in range(b):
-            yr = y[r]
-            m = yr[0]
-            for j in range(1, c):
-                m = max(m, yr[j])
-            target = (flat[r] - r) // b
-            pt = yr[target] - m
-            s = f(0.0)
-            for j in range(c):
-                e = np.exp(yr[j] - m)
-                yr[j] = e
-                s += e
-            loss[r] = np.log(s) - pt
-            q = scale / s
-            for j in range(c):
-                yr[j] *= q
-            yr[target] -= scale
-
-    @jit
-    def derivative(dz, za, gb1a):
-        """dz ``(B, H)`` *= z (1 - z), and ``gb1a[:H]`` = its column sums (b1's update)."""
-        b, h = dz.shape
-        gb1a[:] = 0
-        for r in range(b):
-            zr, dr = za[r], dz[r]
-            for k in range(h):
-                d = dr[k] * (zr[k] - zr[k] * zr[k])
-                dr[k] = d
-                gb1a[k] += d
-
-    return sigmoid, softmax, derivative
+    """The three compiled passes ``(sigmoid, softmax, derivative)`` (see :mod:`.numba_kernels`;
+    Numba compiles them for ``dtype_name`` on their first call, or loads them from its cache)."""
+    if dtype_name not in ("float32", "float64"):
+        raise TypeError(f"the compiled step is for float32 and float64, not {dtype_name}")
+    k = _import_numba()
+    return k.sigmoid, k.softmax, k.derivative
 
 
 class CompiledStep(CpuStep):
