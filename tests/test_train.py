@@ -149,3 +149,18 @@ def test_article_workload_on_full_fashion_mnist(fashion_dir):
     print(f"Fashion-MNIST: test accuracy {h.test_acc[-1]:.4f}, "
           f"train {h.train_seconds:.2f} s + eval {h.eval_seconds:.2f} s")
     assert h.test_acc[-1] >= 0.84
+
+
+def test_large_batches_draw_their_indices_in_small_blocks():
+    from fastmnist.train import INDEX_ROWS
+
+    sampler = BatchSampler(get_backend("cpu"), n=60_000, batch_size=60_000, mode="replacement", seed=3)
+    first = sampler(0)
+    assert sampler.block.shape == (1, 60_000)  # not 1,000 x 60,000 indices before the first step
+    second = sampler(1)
+    rng = np.random.default_rng(3)
+    np.testing.assert_array_equal(first, rng.integers(0, 60_000, size=(1, 60_000))[0])
+    np.testing.assert_array_equal(second, rng.integers(0, 60_000, size=(1, 60_000))[0])
+    small = BatchSampler(get_backend("cpu"), n=500, batch_size=100, mode="replacement", seed=0)
+    small(0)
+    assert small.block.shape == (1000, 100) and 1000 * 100 <= INDEX_ROWS
