@@ -6,6 +6,8 @@ train and test evaluation every epoch and after the last step):
 - ``fastmnist``: :func:`fastmnist.train`.
 - ``fastmnist-serial``: the same with ``overlap=False`` on the CPU: no helper thread, so the
   evaluations and batch gathers run between the steps (what the overlap buys).
+- ``fastmnist-compiled``: the same with the opt-in compiled step (where Numba is installed):
+  what :mod:`fastmnist.steps.compiled` would buy.
 - ``article-float64``: the article's algorithm as it wrote it (float64, one-hot labels, a second
   forward pass for the loss), reimplemented here as the reference.
 - ``numpy-float32``: the same plain code in float32.
@@ -18,6 +20,7 @@ Ratios are each variant's time over the floor's, measured in the same run.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 import tracemalloc
@@ -113,13 +116,30 @@ def run_article(xp, data, dtype, iters, batch, lr, seed=0) -> dict:
 
 
 # -- fastmnist -----------------------------------------------------------------------------------
-def run_fastmnist(device, data, iters, batch, lr, seed=0, overlap=None) -> dict:
+def run_fastmnist(device, data, iters, batch, lr, seed=0, overlap=None, compiled=False) -> dict:
     (x, t), (xt, tt) = data
     net = TwoLayerNet(seed=seed, device=device)
-    h = train(net, x, t, xt, tt, iters=iters, batch_size=batch, learning_rate=lr, seed=seed,
-              quiet=True, overlap=overlap)
+    switch = os.environ.get("FASTMNIST_COMPILED")
+    os.environ["FASTMNIST_COMPILED"] = "1" if compiled else "0"
+    try:
+        h = train(net, x, t, xt, tt, iters=iters, batch_size=batch, learning_rate=lr, seed=seed,
+                  quiet=True, overlap=overlap)
+    finally:
+        if switch is None:
+            os.environ.pop("FASTMNIST_COMPILED", None)
+        else:
+            os.environ["FASTMNIST_COMPILED"] = switch
     net.backend.synchronize()
     return {"test_acc": h.test_acc[-1], "final_loss": float(np.mean(h.loss[-100:]))}
+
+
+def numba_installed() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("numba") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 # -- PyTorch, written the usual way ---------------------------------------------------------------
@@ -229,6 +249,9 @@ def workload(data, device="cpu", iters=10_000, batch=100, lr=0.1, repeat=2, vari
     if not backend.is_cuda:  # a GPU run is one stream of work already
         todo["fastmnist-serial"] = lambda: run_fastmnist(backend, data, iters, batch, lr,
                                                          overlap=False)
+        if numba_installed():
+            todo["fastmnist-compiled"] = lambda: run_fastmnist(backend, data, iters, batch, lr,
+                                                               compiled=True)
     if torch_module(backend) is not None:
         todo["torch"] = lambda: run_torch(backend.device, data, iters, batch, lr)
     if variants:
@@ -311,8 +334,10 @@ def core(device="cpu", batches=(100, 1000, 10_000, 60_000), hiddens=(50, 256, 10
                 for i in range(STEPS):
                     step(idx[i, ...], losses, i)
 
-            row = {"hidden": hidden, "batch": batch,
+            row = {"hidden": hidden, "batch": batch, "step": type(step).__name__,
                    "fastmnist": timed(steps, backend, repeat, 1) / STEPS}
+            if hasattr(step, "close"):
+                step.close()
             ref = ArticleNet(xp, (784, hidden, 10), backend.dtype("float64"))
             xb64 = backend.asarray(x_host[:batch], dtype="float64")
             tb64 = backend.asarray(np.eye(10)[t_host[:batch]], dtype="float64")
@@ -327,7 +352,7 @@ def core(device="cpu", batches=(100, 1000, 10_000, 60_000), hiddens=(50, 256, 10
             row["matmul-floor"] = timed(matmul_floor(backend, batch, 0, STEPS, batch, hidden,
                                                      per_epoch=10**9), backend, repeat, 1) / STEPS
             if torch is not None:
-                row["torch"] = torch_step_time(torch, backend, x_host[:batch], t_host[:batch],
+                row["torch"] = torch_step_time(torch, backend, x_host, t_host, to_numpy(idx),
                                                hidden, repeat)
             results.append(row)
             if log:
@@ -337,7 +362,8 @@ def core(device="cpu", batches=(100, 1000, 10_000, 60_000), hiddens=(50, 256, 10
 
 
 def evaluation(device="cpu", rows=60_000, hidden=50, repeat=3) -> dict:
-    """Seconds to score ``rows`` images once: fastmnist, article float64, and the floor."""
+    """Seconds to score ``rows`` images once: fastmnist (the scorer ``train`` uses; and
+    ``fastmnist-plain``, :meth:`TwoLayerNet.count_correct`), article float64, and the floor."""
     backend = get_backend(device)
     rng = np.random.default_rng(0)
     x_host = rng.random((rows, 784), dtype=np.float32)
@@ -347,8 +373,12 @@ def evaluation(device="cpu", rows=60_000, hidden=50, repeat=3) -> dict:
     ref = ArticleNet(backend.xp, (784, hidden, 10), backend.dtype("float64"))
     x64 = backend.asarray(x_host, dtype="float64")
     t64 = backend.asarray(np.eye(10)[t_host], dtype="float64")
+    from .train import make_count
+
+    count = make_count(True, net)  # the scorer train() uses
     return {"rows": rows, "hidden": hidden,
-            "fastmnist": timed(lambda: net.count_correct(x, t), backend, repeat, 1),
+            "fastmnist": timed(lambda: count(x, t), backend, repeat, 1),
+            "fastmnist-plain": timed(lambda: net.count_correct(x, t), backend, repeat, 1),
             "article-float64": timed(lambda: ref.accuracy(x64, t64), backend, repeat, 1),
             "matmul-floor": timed(eval_floor(backend, rows, hidden), backend, repeat, 1)}
 
@@ -369,24 +399,35 @@ def eval_floor(backend, rows, hidden, chunk=10_000):
     return run
 
 
-def torch_step_time(torch, backend, xb, tb, hidden, repeat) -> float:
+def torch_step_time(torch, backend, x_host, t_host, idx, hidden, repeat) -> float:
+    """Seconds per PyTorch step on the rows ``idx`` ``(STEPS, B)`` of ``x_host``, gathered each
+    step as fastmnist's are, with as many threads as fastmnist may use (on the CPU)."""
+    from .steps.threaded import thread_budget
+
     dev = torch.device("cuda" if backend.is_cuda else "cpu")
     model = torch.nn.Sequential(torch.nn.Linear(784, hidden), torch.nn.Sigmoid(),
                                 torch.nn.Linear(hidden, 10)).to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     loss_fn = torch.nn.CrossEntropyLoss()
-    x, t = torch.as_tensor(xb, device=dev), torch.as_tensor(tb.astype(np.int64), device=dev)
+    x = torch.as_tensor(x_host, device=dev)
+    t = torch.as_tensor(t_host.astype(np.int64), device=dev)
+    rows = torch.as_tensor(idx, device=dev)
 
     def steps():
-        for _ in range(STEPS):
-            loss = loss_fn(model(x), t)
+        for i in range(STEPS):
+            loss = loss_fn(model(x[rows[i]]), t[rows[i]])
             opt.zero_grad()
             loss.backward()
             opt.step()
         if backend.is_cuda:
             torch.cuda.synchronize()  # so the wall clock below covers the GPU's work
 
-    return timed(steps, get_backend("cpu"), repeat, 1) / STEPS
+    threads = torch.get_num_threads()
+    torch.set_num_threads(thread_budget())
+    try:
+        return timed(steps, get_backend("cpu"), repeat, 1) / STEPS
+    finally:
+        torch.set_num_threads(threads)
 
 
 def save(results: dict, json_path=None, chart_path=None, chart=None, chart_data=None) -> None:
@@ -481,25 +522,35 @@ def core_table(rows: list[dict], evaluation: dict) -> str:
     e = evaluation
     lines.append(f"full evaluation of {e['rows']} rows (hidden {e['hidden']}): "
                  + ", ".join(f"{k} {e[k] * 1e3:.1f} ms ({e[k] / e['matmul-floor']:.2f}x)"
-                             for k in ("fastmnist", "article-float64", "matmul-floor")))
+                             for k in ("fastmnist", "fastmnist-plain", "article-float64",
+                                       "matmul-floor") if k in e))
     return "\n".join(lines)
 
 
 def core_chart(rows: list[dict], path) -> None:
+    """Time per step against batch size, log-log, one panel per hidden size: fastmnist,
+    PyTorch (where measured) and the matmul floor."""
     from .plots import plt
 
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    for hidden in sorted({r["hidden"] for r in rows}):
-        sel = [r for r in rows if r["hidden"] == hidden]
-        ax.plot([r["batch"] for r in sel], [r["fastmnist"] / r["matmul-floor"] for r in sel],
-                "o-", label=f"fastmnist, hidden {hidden}")
-        if "torch" in sel[0]:
-            ax.plot([r["batch"] for r in sel], [r["torch"] / r["matmul-floor"] for r in sel],
-                    "x--", label=f"torch, hidden {hidden}")
-    ax.axhline(1.0, color="k", lw=0.8)
-    ax.set(xscale="log", xlabel="batch size", ylabel="step time / matmul floor",
-           title="One SGD step, side by side")
-    ax.legend(fontsize=7)
+    hiddens = sorted({r["hidden"] for r in rows})
+    fig, axes = plt.subplots(1, len(hiddens), figsize=(3.6 * len(hiddens) + 0.6, 3.6),
+                             sharey=True, squeeze=False)
+    styles = (("fastmnist", "fastmnist", "tab:blue", "o-"), ("torch", "PyTorch", "tab:red", "s--"),
+              ("matmul-floor", "matmul floor", "0.35", ":"))
+    for ax, hidden in zip(axes[0], hiddens):
+        sel = sorted((r for r in rows if r["hidden"] == hidden), key=lambda r: r["batch"])
+        batches = [r["batch"] for r in sel]
+        for key, label, color, style in styles:
+            if all(key in r for r in sel):
+                ax.plot(batches, [r[key] * 1e3 for r in sel], style, color=color, label=label,
+                        lw=1.6 if key == "fastmnist" else 1.2, ms=4)
+        ax.set(xscale="log", yscale="log", xlabel="batch size (rows)", title=f"784-{hidden}-10")
+        ax.set_xticks(batches, [f"{b:,}" for b in batches], fontsize=8)
+        ax.minorticks_off()
+        ax.grid(True, which="major", lw=0.4, alpha=0.5)
+    axes[0][0].set_ylabel("ms per SGD step (lower is better)")
+    axes[0][0].legend(fontsize=8, loc="upper left")
+    fig.suptitle("One SGD step against batch size", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=110)
     plt.close(fig)

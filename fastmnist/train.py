@@ -14,11 +14,15 @@ import numpy as np
 from .backend import to_numpy
 from .network import EVAL_CHUNK, TwoLayerNet, on_device, one_hot
 from .steps.cpu import CpuStep
+from .steps import compiled
 from .steps.pipeline import Pipeline, single_threaded_blas, worth_overlapping
+from .steps.threaded import ThreadedCount, ThreadedStep, thread_budget, worth_threading
 from .steps import BufferedCount, BufferedStep, PlainStep
 
 SAMPLING = ("replacement", "epoch")
 INDEX_BLOCK = 1000  # batches of indices drawn at once (device memory: block x batch x 8 bytes)
+INDEX_ROWS = 100_000  # ...but no more indices than this at once: at batch 60,000 a block of 1,000
+# batches was 480 MB drawn before the first step (0.4 s), for a run of perhaps a dozen steps
 
 
 class TrainingDiverged(FloatingPointError):
@@ -98,10 +102,11 @@ class BatchSampler:
         self.rng = rng_module.default_rng(seed)
         self.per_epoch = max(n // batch_size, 1)
         self.block, self.start = None, 0
+        self.block_steps = max(1, min(INDEX_BLOCK, INDEX_ROWS // batch_size))
 
     def _draw(self, first_step: int):
         if self.mode == "replacement":
-            rows = self.rng.integers(0, self.n, size=(INDEX_BLOCK, self.b))
+            rows = self.rng.integers(0, self.n, size=(self.block_steps, self.b))
             self.start = first_step
         else:
             order = self._permutation()[: self.per_epoch * self.b]
@@ -212,6 +217,7 @@ def train(net: TwoLayerNet, x_train, t_train, x_test=None, t_test=None, *, iters
     elif overlap and not (fast and xp is np):
         raise ValueError("overlap=True is for the NumPy step on the CPU "
                          "(device='cpu', fast=True); leave it unset elsewhere")
+    count = None
     try:
         with np.errstate(all="ignore"):  # a diverging run is caught below, with a better message
             with single_threaded_blas() if overlap else nullcontext(False) as blas_limited:
@@ -230,6 +236,9 @@ def train(net: TwoLayerNet, x_train, t_train, x_test=None, t_test=None, *, iters
         raise
     finally:
         bar.close()
+        for user in (step, count):  # a threaded step's or scorer's helper threads
+            if hasattr(user, "close"):
+                user.close()
     return history
 
 
@@ -328,8 +337,17 @@ class Loop:
 def make_step(fast, net, x, t, learning_rate, batch_size, cuda_graph=True):
     """The step for this backend, on training rows ``x`` with integer labels ``t``: fused kernels
     (and a CUDA graph) for float32 on a GPU, the buffered step elsewhere on CuPy, the tuned NumPy
-    step on the CPU, or the plain array-API step when ``fast`` is False."""
+    step on the CPU (its element-wise passes threaded for batches of 4,096 rows or more when
+    two or more cores are free to it), or the plain array-API step when ``fast`` is False."""
     if fast and net.xp is np:
+        threads = thread_budget()
+        if worth_threading(batch_size, threads):
+            return ThreadedStep(net.params, x, t, learning_rate, batch_size, threads)
+        if compiled.wanted():
+            try:
+                return compiled.CompiledStep(net.params, x, t, learning_rate, batch_size)
+            except Exception as exc:  # noqa: BLE001 - Numba broken: NumPy does the same job
+                compiled.unavailable(exc)
         return CpuStep(net.params, x, t, learning_rate, batch_size)
     onehot = one_hot(t, net.sizes[2], net.dtype)
     if fast and net.backend.is_cuda and net.dtype_name == "float32":
@@ -352,13 +370,17 @@ def memory_needed(sizes, batch_size: int, dtype) -> int:
 
 def make_count(fast, net):
     """The full-set scorer: the buffered one when ``fast`` (on a GPU, checked on its first
-    call against the plain forward pass), else the network's own."""
+    call against the plain forward pass; on two or more CPU cores, its element-wise passes
+    threaded), else the network's own."""
     if not fast:
         return net.count_correct
     if net.backend.is_cuda:
         from .steps.cuda import CheckedCount
 
         return CheckedCount(BufferedCount(net.params, net.xp), net.count_correct, net.params)
+    threads = thread_budget() if net.xp is np else 1
+    if threads >= 2:
+        return ThreadedCount(net.params, threads)
     return BufferedCount(net.params, net.xp)
 
 

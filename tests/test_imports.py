@@ -97,7 +97,8 @@ def test_import_fastmnist_and_its_command_leave_the_web_stack_alone():
     code = ("import json, sys, fastmnist, fastmnist.cli; fastmnist.serve; "
             "fastmnist.cli.build_parser(); "
             "print(json.dumps(sorted(m for m in ('fastapi', 'starlette', 'uvicorn', 'anyio', "
-            "'multipart', 'python_multipart', 'playwright') if m in sys.modules)))")
+            "'multipart', 'python_multipart', 'playwright', 'numba', 'llvmlite', 'cupy', 'ray') "
+            "if m in sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent, capture_output=True,
                          text=True, check=True).stdout
     assert json.loads(out) == []

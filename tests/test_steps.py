@@ -6,16 +6,27 @@ import pytest
 
 from fastmnist import TwoLayerNet
 from fastmnist.steps.cpu import CpuStep
+from fastmnist.steps.threaded import ThreadedStep
 from fastmnist.network import one_hot
 from fastmnist.steps import BufferedCount, BufferedStep, PlainStep
 from tests.conftest import assert_agree, small_problem
 
 STEPS, BATCH, LR = 300, 20, 0.5
+STEPS_MADE = []  # compiled steps, to check that they did not fall back to NumPy
 
 
 def make(kind, net, x, t, lr=LR):
     if kind == "cpu":
         return CpuStep(net.params, x, t, lr, BATCH)
+    if kind == "compiled":
+        pytest.importorskip("numba")
+        from fastmnist.steps.compiled import CompiledStep
+
+        step = CompiledStep(net.params, x, t, lr, BATCH)
+        STEPS_MADE.append(step)
+        return step
+    if kind == "threaded":  # 3 threads: blocks of 6, 7 and 7 rows
+        return ThreadedStep(net.params, x, t, lr, BATCH, threads=3)
     if kind == "buffered":
         return BufferedStep(net.params, x, one_hot(t, 10, net.dtype), lr, BATCH, np)
     return PlainStep(net.params, x, one_hot(t, 10, net.dtype), lr)
@@ -33,11 +44,13 @@ def run(kind, x, t, dtype="float32", lr=LR):
     return net, losses
 
 
-@pytest.mark.parametrize("kind", ["cpu", "buffered"])
+@pytest.mark.parametrize("kind", ["cpu", "buffered", "threaded", "compiled"])
 def test_fast_steps_match_the_plain_step(kind):
     x, t = small_problem(n=200, d=784, seed=1)
     x = x.astype(np.float32)
+    STEPS_MADE.clear()
     fast, fast_losses = run(kind, x, t)
+    assert all(s.compiled for s in STEPS_MADE)  # it stepped compiled, not NumPy
     plain, plain_losses = run("plain", x, t)
     assert_agree(fast.params, plain.params, steps=STEPS, batch=BATCH)
     # the plain step stores each batch's mean over its row; the fast ones per-row losses
@@ -55,16 +68,19 @@ def test_the_bound_catches_a_step_that_is_slightly_wrong():
         assert_agree(off.params, plain.params, steps=STEPS, batch=BATCH)
 
 
-def test_cpu_step_in_float64_matches_to_double_precision():
+@pytest.mark.parametrize("kind", ["cpu", "threaded", "compiled"])
+def test_cpu_steps_in_float64_match_to_double_precision(kind):
     x, t = small_problem(n=200, d=784, seed=1)
-    fast, fast_losses = run("cpu", x, t, "float64")
+    fast, fast_losses = run(kind, x, t, "float64")
     plain, plain_losses = run("plain", x, t, "float64")
     assert_agree(fast.params, plain.params, steps=STEPS, batch=BATCH, dtype="float64")
+    for k in plain.params:
+        np.testing.assert_allclose(fast.params[k], plain.params[k], rtol=0, atol=1e-10)
     assert_agree({"loss": fast_losses.mean(axis=1)}, {"loss": plain_losses[:, 0]}, steps=STEPS,
                  batch=BATCH, dtype="float64")
 
 
-@pytest.mark.parametrize("kind", ["cpu", "buffered"])
+@pytest.mark.parametrize("kind", ["cpu", "buffered", "threaded", "compiled"])
 def test_uint8_batches_are_scaled_as_they_are_gathered(kind):
     x, t = small_problem(n=200, d=784, seed=1)
     pixels = (x * 255).round().astype(np.uint8)

@@ -3,6 +3,9 @@
 - :mod:`.generic`: :class:`PlainStep` (the array-API reference), :class:`BufferedStep` and
   :class:`BufferedCount` (preallocated, NumPy or CuPy);
 - :mod:`.cpu`: the NumPy step tuned for the CPU; :mod:`.pipeline`: its helper thread;
+  :mod:`.threaded`: the same step and the full-set scorer with their element-wise passes split
+  over the cores, for large batches; :mod:`.compiled`: an opt-in step whose passes are compiled
+  by Numba (:mod:`.numba_kernels`);
 - :mod:`.cuda` and :mod:`.kernels`: the CuPy step, its fused kernels and their self-checks.
 
 Only :mod:`.generic` loads with the package; the others are imported where they are chosen.

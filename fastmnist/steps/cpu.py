@@ -38,14 +38,16 @@ class CpuBatch:
         self.flat = np.empty((b,), np.intp)
         self.tT = np.zeros((step.classes, b), step.dtype)
 
-    def fill(self, idx) -> None:
-        """Gather rows ``idx`` ``(B,)`` of the training set into this batch."""
+    def fill(self, idx, part=slice(None)) -> None:
+        """Gather rows ``idx`` ``(B,)`` of the training set into this batch, or only the
+        batch rows ``part`` (a slice: one thread's share, see :mod:`.threaded`)."""
         s = self.step
-        self.rows.fill(idx)
-        np.take(s.target_base, idx, out=self.flat, mode="clip")
-        self.flat += s.offsets
-        self.tT.fill(0)
-        np.put(self.tT, self.flat, s.scale, mode="clip")
+        self.rows.fill(idx, part)
+        flat = self.flat[part]
+        np.take(s.target_base, idx[part], out=flat, mode="clip")
+        flat += s.offsets[part]
+        self.tT[:, part] = 0
+        np.put(self.tT, flat, s.scale, mode="clip")
 
 
 class CpuStep:

@@ -47,13 +47,17 @@ class Rows:
         self.pixel_scale = dtype.type(PIXEL_SCALE)
         self.take_mode = {"mode": "clip"} if xp.__name__ == "numpy" else {}  # no bounds buffer
 
-    def fill(self, idx) -> None:
+    def fill(self, idx, part=slice(None)) -> None:
+        """Gather rows ``idx`` ``(B,)``, or only the rows ``part`` (a slice) of the batch, which
+        lets several threads fill one batch (NumPy's take releases the GIL)."""
         xp = self.xp
+        x = self.x[part]
         if self.raw is None:
-            xp.take(self.source, idx, axis=0, out=self.x, **self.take_mode)
+            xp.take(self.source, idx[part], axis=0, out=x, **self.take_mode)
         else:
-            xp.take(self.source, idx, axis=0, out=self.raw, **self.take_mode)
-            xp.multiply(self.raw, self.pixel_scale, out=self.x)
+            raw = self.raw[part]
+            xp.take(self.source, idx[part], axis=0, out=raw, **self.take_mode)
+            xp.multiply(raw, self.pixel_scale, out=x)
 
 
 class Batch:
