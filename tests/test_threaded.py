@@ -26,17 +26,22 @@ def tile_threads():
     return {t for t in threading.enumerate() if t.name == "fastmnist-tile"}
 
 
+def threads_back_to(before: set) -> bool:
+    """Whether the tile threads are back to ``before`` within a second of a collection."""
+    gc.collect()
+    for _ in range(100):
+        if tile_threads() <= before:
+            return True
+        threading.Event().wait(0.01)
+    return False
+
+
 @pytest.fixture(autouse=True)
 def no_threads_left():
     """Every team a test starts is stopped by its end (closed, or dropped and collected)."""
     before = tile_threads()
     yield
-    gc.collect()
-    for _ in range(100):
-        if tile_threads() <= before:
-            break
-        threading.Event().wait(0.01)
-    assert tile_threads() <= before
+    assert threads_back_to(before)
 
 
 def steps(make, x, t, dtype, batch, n_steps=40):
@@ -189,12 +194,7 @@ def test_a_dropped_step_stops_its_threads():
     step(np.arange(40), np.zeros((1, 40), np.float32), 0)
     assert len(tile_threads() - before) == 1
     del step  # its batch points back at it: a cycle, which the collector frees
-    gc.collect()
-    for _ in range(100):
-        if tile_threads() <= before:
-            break
-        threading.Event().wait(0.01)
-    assert tile_threads() <= before
+    assert threads_back_to(before)
 
 
 @pytest.mark.parametrize("threads,chunk", [(2, 10_000), (3, 70)])
