@@ -384,8 +384,10 @@ def evaluation(device="cpu", rows=60_000, hidden=50, repeat=3) -> dict:
 
 
 def eval_floor(backend, rows, hidden, chunk=10_000):
+    """The two products of scoring ``rows`` images, ``chunk`` rows at a time, reading every
+    row from memory as scoring does (one chunk read again and again would stay in cache)."""
     xp, rng = backend.xp, np.random.default_rng(0)
-    xe = backend.asarray(rng.random((chunk, 784), dtype=np.float32))
+    xe = backend.asarray(rng.random((rows, 784), dtype=np.float32))
     w1 = backend.asarray(rng.random((784, hidden), dtype=np.float32))
     w2 = backend.asarray(rng.random((hidden, 10), dtype=np.float32))
     ze, ye = xp.empty((chunk, hidden), xe.dtype), xp.empty((chunk, 10), xe.dtype)
@@ -393,7 +395,7 @@ def eval_floor(backend, rows, hidden, chunk=10_000):
     def run():
         for start in range(0, rows, chunk):
             n = min(chunk, rows - start)
-            xp.matmul(xe[:n], w1, out=ze[:n])
+            xp.matmul(xe[start:start + n], w1, out=ze[:n])
             xp.matmul(ze[:n], w2, out=ye[:n])
 
     return run
