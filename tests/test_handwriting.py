@@ -215,6 +215,29 @@ def test_writing_styles_can_be_left_out_for_other_datasets(monkeypatch):
     assert calls == [1, 7, 0]
 
 
+def test_copies_are_straightened_as_photos_are_unless_asked_not_to(monkeypatch):
+    """Two copies in three come from the digit at MNIST's mean slant, every third from the
+    digit as written; ``straighten=False`` (other datasets) leaves every copy's slant alone."""
+    from fastmnist import augment
+    from fastmnist.strokes import MNIST_SLANT, slant
+
+    monkeypatch.setattr(augment, "jitter", lambda image, rng, **spread: image)
+    leaning = np.zeros((28, 28), np.float32)
+    for row in range(4, 24):  # a bar whose top leans 8 px to the right of its foot
+        col = 18 - (row - 4) * 8 // 20
+        leaning[row, col - 1: col + 2] = 1.0
+    x, t = leaning.reshape(1, 784), np.array([4])
+    xa, ta = augment.augmented_training_set(x, t, copies=3, seed=0, writing_styles=False)
+    slants = [slant(row.reshape(28, 28)) for row in xa]
+    assert np.array_equal(xa[0], x[0]) and list(ta) == [4] * 4
+    assert slants[0] < -0.3  # the digit itself, kept as written
+    assert all(abs(s - MNIST_SLANT) < 0.05 for s in slants[1:3])  # two straightened copies
+    assert slants[3] == pytest.approx(slants[0])  # the third copy at the digit's own slant
+    xo, _ = augment.augmented_training_set(x, t, copies=3, seed=0, writing_styles=False,
+                                           straighten=False)
+    assert all(slant(row.reshape(28, 28)) == pytest.approx(slants[0]) for row in xo)
+
+
 def test_augmented_article_net_reads_real_handwriting_better(article_net, mnist_test):
     """The article's settings on the 10k MNIST digits plus augmented_training_set's copies."""
     need_real_digits()
