@@ -131,6 +131,7 @@ class CudaStep(FusedStep):
         super().__init__(params, x, onehot, learning_rate, batch_size, xp, CudaKernels(xp))
         self.use_graph, self.graph, self.stream = graph, None, None  # capture needs its own stream
         self.graph_reason = None
+        self.graph_unsupported = False  # this CuPy refuses to capture the step (no fault in it)
 
     def __call__(self, idx, losses, i: int) -> None:
         if not (self.fused and self.use_graph):
@@ -166,14 +167,18 @@ class CudaStep(FusedStep):
             graph.launch()
             xp.cuda.Device().synchronize()
             problem = self.differs_from(expected, before)
+        except NotImplementedError as exc:  # CuPy 14 refuses cuBLAS calls while capturing
+            self.graph_unsupported = True
+            problem = f"CuPy cannot capture it ({first_line(exc)})"
         except Exception as exc:  # capture unsupported by this driver/CuPy/allocator
             problem = f"capture failed ({type(exc).__name__}: {first_line(exc)})"
         if problem is None:
             return graph
         self.restore(expected)
         self.graph_reason = f"the CUDA graph of the step was not used: {problem}"
-        warnings.warn(f"{self.graph_reason}; running the fused step eagerly", RuntimeWarning,
-                      stacklevel=3)
+        if not self.graph_unsupported:  # a limit of CuPy's is no fault to warn about
+            warnings.warn(f"{self.graph_reason}; running the fused step eagerly", RuntimeWarning,
+                          stacklevel=3)
         return None
 
 
