@@ -16,7 +16,7 @@ from .network import EVAL_CHUNK, TwoLayerNet, on_device, one_hot
 from .steps.cpu import CpuStep
 from .steps import compiled
 from .steps.pipeline import Pipeline, single_threaded_blas, worth_overlapping
-from .steps.threaded import ThreadedCount, ThreadedStep, thread_budget, worth_threading
+from .steps.threaded import ThreadedStep, thread_budget, worth_threading
 from .steps import BufferedCount, BufferedStep, PlainStep
 
 SAMPLING = ("replacement", "epoch")
@@ -217,7 +217,6 @@ def train(net: TwoLayerNet, x_train, t_train, x_test=None, t_test=None, *, iters
     elif overlap and not (fast and xp is np):
         raise ValueError("overlap=True is for the NumPy step on the CPU "
                          "(device='cpu', fast=True); leave it unset elsewhere")
-    count = None
     try:
         with np.errstate(all="ignore"):  # a diverging run is caught below, with a better message
             with single_threaded_blas() if overlap else nullcontext(False) as blas_limited:
@@ -236,9 +235,8 @@ def train(net: TwoLayerNet, x_train, t_train, x_test=None, t_test=None, *, iters
         raise
     finally:
         bar.close()
-        for user in (step, count):  # a threaded step's or scorer's helper threads
-            if hasattr(user, "close"):
-                user.close()
+        if hasattr(step, "close"):  # a threaded step's helper threads
+            step.close()
     return history
 
 
@@ -370,17 +368,13 @@ def memory_needed(sizes, batch_size: int, dtype) -> int:
 
 def make_count(fast, net):
     """The full-set scorer: the buffered one when ``fast`` (on a GPU, checked on its first
-    call against the plain forward pass; on two or more CPU cores, its element-wise passes
-    threaded), else the network's own."""
+    call against the plain forward pass), else the network's own."""
     if not fast:
         return net.count_correct
     if net.backend.is_cuda:
         from .steps.cuda import CheckedCount
 
         return CheckedCount(BufferedCount(net.params, net.xp), net.count_correct, net.params)
-    threads = thread_budget() if net.xp is np else 1
-    if threads >= 2:
-        return ThreadedCount(net.params, threads)
     return BufferedCount(net.params, net.xp)
 
 

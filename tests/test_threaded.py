@@ -195,30 +195,3 @@ def test_a_dropped_step_stops_its_threads():
     assert len(tile_threads() - before) == 1
     del step  # its batch points back at it: a cycle, which the collector frees
     assert threads_back_to(before)
-
-
-@pytest.mark.parametrize("threads,chunk", [(2, 10_000), (3, 70)])
-def test_threaded_count_is_the_buffered_count(threads, chunk):
-    from fastmnist.steps import BufferedCount
-    from fastmnist.steps.threaded import ThreadedCount
-
-    x, t = small_problem(n=257, d=784, seed=3)
-    net = TwoLayerNet(seed=1, weight_init_std=0.3, device="cpu")
-    t_idx = net.as_labels(t, 257)
-    counter = ThreadedCount(net.params, threads, chunk=chunk)
-    for data in (net.as_input(x), (x * 255).astype(np.uint8)):
-        expected = int(BufferedCount(net.params, np, chunk=chunk)(data, t_idx))
-        assert expected == int(np.sum(np.argmax(net.predict(data if data.dtype != np.uint8 else data / 255.0), axis=1) == t_idx))
-        assert int(counter(data, t_idx)) == expected
-    counter.close()
-
-
-def test_train_scores_with_threads_only_where_it_may(monkeypatch):
-    training = sys.modules["fastmnist.train"]
-    net = TwoLayerNet(seed=0, device="cpu")
-    monkeypatch.setattr(training, "thread_budget", lambda: 2)
-    counter = training.make_count(True, net)
-    assert type(counter).__name__ == "ThreadedCount"
-    counter.close()
-    monkeypatch.setattr(training, "thread_budget", lambda: 1)
-    assert type(training.make_count(True, net)).__name__ == "BufferedCount"
