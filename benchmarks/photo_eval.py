@@ -2,7 +2,8 @@
 
 Each test digit becomes a realistic photo: scaled up to a few hundred pixels, dark ink on light
 (sometimes coloured) paper or chalk on a board, off centre, with a lighting gradient and noise;
-some are stored with an EXIF rotation, some as transparent PNGs. fastmnist's preprocessing and
+some are stored with an EXIF rotation, some as transparent PNGs. The same digits are also
+written on ruled and on squared notebook paper, whose printed lines cross them. fastmnist's preprocessing and
 the article's pipeline (resize, threshold, erode, invert, raw 0/255 values) are then scored on the
 same photos with a network trained on other digits.
 
@@ -65,6 +66,38 @@ def make_photo(digit: np.ndarray, rng: np.random.Generator) -> tuple[Image.Image
     return photo.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2))), str(style)
 
 
+LINE_INKS = [(150, 180, 230), (165, 165, 170), (120, 160, 225), (230, 150, 150)]
+
+
+def notebook_photo(digit: np.ndarray, rng: np.random.Generator, squared: bool) -> Image.Image:
+    """A synthetic photo of a 28x28 uint8 MNIST digit written on ruled (or ``squared``)
+    notebook paper: printed lines 1 to 3 pixels wide, a third to half the digit's height
+    apart, crossing or touching the digit; the page turned up to 3 degrees."""
+    side = int(rng.integers(120, 260))
+    ink = np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC),
+                     dtype=np.float32) / 255
+    h, w = int(side * rng.uniform(1.6, 2.5)), int(side * rng.uniform(1.6, 2.5))
+    top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+    canvas = np.zeros((h, w), np.float32)
+    canvas[top: top + side, left: left + side] = np.clip(ink, 0, 1)
+    lines = np.zeros((h, w), np.float32)
+    spacing, width = side * rng.uniform(0.35, 0.6), int(rng.integers(1, 4))
+    for y in np.arange(rng.uniform(0, spacing), h, spacing):
+        lines[int(y): int(y) + width] = 1
+    if squared:
+        for x in np.arange(rng.uniform(0, spacing), w, spacing):
+            lines[:, int(x): int(x) + width] = 1
+    paper = np.array(PAPERS[int(rng.integers(2))], np.float32)
+    line_ink = np.array(LINE_INKS[int(rng.integers(len(LINE_INKS)))], np.float32)
+    pen = np.array(INKS[int(rng.integers(len(INKS)))], np.float32)
+    rgb = paper * (1 - lines[..., None]) + line_ink * lines[..., None]
+    rgb = rgb * (1 - canvas[..., None]) + pen * canvas[..., None] + rng.normal(0, 5, (h, w, 3))
+    photo = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB")
+    photo = photo.rotate(rng.uniform(-3, 3), Image.Resampling.BILINEAR,
+                         fillcolor=tuple(int(v) for v in paper))
+    return photo.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
+
+
 def save_photo(photo: Image.Image, path: Path, rng: np.random.Generator) -> Path:
     """Store as PNG (alpha) or JPEG, a third of the JPEGs with an EXIF rotation to undo."""
     if photo.mode == "RGBA":
@@ -98,11 +131,13 @@ def similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
 
 
-def evaluate(images, labels, net, out: Path, count: int, seed: int = 0) -> dict:
-    """Photos of ``images[:count]``; similarity and accuracy for both pipelines."""
+def evaluate(images, labels, net, out: Path, count: int, seed: int = 0,
+             papers=("ruled", "squared")) -> dict:
+    """Photos of ``images[:count]``; similarity and accuracy for both pipelines, and accuracy
+    on each notebook paper of ``papers``."""
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
-    ours, article, sims, styles = [], [], [], []
+    ours, article, sims, styles, framed = [], [], [], [], []
     t0 = time.perf_counter()
     for i in range(count):
         photo, style = make_photo(images[i], rng)
@@ -110,7 +145,8 @@ def evaluate(images, labels, net, out: Path, count: int, seed: int = 0) -> dict:
         ours.append(preprocess_image(path).reshape(784))
         article.append(article_preprocess(path))
         # against the clean digit read the same way (the pipeline also moves slants)
-        sims.append(similarity(ours[-1], preprocess_image(images[i])))
+        framed.append(preprocess_image(images[i]).reshape(784))
+        sims.append(similarity(ours[-1], framed[-1]))
         styles.append(style)
     seconds = (time.perf_counter() - t0) / count
     clean = images[:count].reshape(count, 784).astype(np.float32) / 255
@@ -120,11 +156,18 @@ def evaluate(images, labels, net, out: Path, count: int, seed: int = 0) -> dict:
         return float((to_numpy(net.predict(np.asarray(x))).argmax(axis=1) == truth).mean())
 
     styles = np.array(styles)
+    notebook = {}
+    for paper in papers:
+        photos = [notebook_photo(images[i], rng, paper == "squared") for i in range(count)]
+        notebook[paper] = acc([preprocess_image(p).reshape(784) for p in photos])
+        photos[0].save(out / f"{paper}-paper-example.jpg", quality=90)
     return {
         "count": count,
         "accuracy_clean_originals": acc(clean),
         "accuracy_fastmnist_preprocessing": acc(ours),
+        "accuracy_clean_through_preprocessing": acc(framed),
         "accuracy_article_pipeline": acc(article),
+        **{f"accuracy_{paper}_paper": a for paper, a in notebook.items()},
         "similarity_mean": float(np.mean(sims)),
         "similarity_min": float(np.min(sims)),
         "similarity_by_style": {s: float(np.mean(np.array(sims)[styles == s])) for s in sorted(set(styles))},

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from .lines import ruled_lines
 from .strokes import stroke_width
 
 MIN_CONTRAST = 0.12  # weakest stroke taken for ink: 12% darker than the paper around it
@@ -257,6 +258,18 @@ def group_ink(labels: np.ndarray, group: list[Blob], c: np.ndarray):
     return mask, np.clip(np.where(near, crop, 0.0) / max(core, 1e-6), 0.0, 1.0)
 
 
+def without_lines(mask: np.ndarray, c: np.ndarray):
+    """The ink ``mask`` and contrast ``c`` (H, W) with the lines of ruled or squared paper
+    taken out (see :mod:`fastmnist.lines`), their soft edges included."""
+    med, sigma = noise_level(c)
+    lines = ruled_lines(mask, c > max(med + 3 * sigma, 0.5 * MIN_CONTRAST))
+    if not lines.any():
+        return mask, c
+    mask = mask & ~lines
+    edges = ndimage.binary_dilation(lines, iterations=2) & ~mask
+    return mask, np.where(edges, 0.0, c).astype(np.float32)
+
+
 def find_digits(rgb: np.ndarray, several: bool | None = None):
     """The digits in ``rgb`` (H, W, 3), left to right, each as a cropped ``(mask, ink)`` pair
     (see :func:`group_ink`), and the box ``(top, bottom, left, right)`` around all of them.
@@ -267,6 +280,7 @@ def find_digits(rgb: np.ndarray, several: bool | None = None):
     """
     c = contrast(rgb)
     mask = ink_mask(c)
+    mask, c = without_lines(mask, c)
     labels, pieces = blobs(mask)
     pieces = substantial(pieces, labels)
     if not pieces or max(max(b.height, b.width) for b in pieces) < 0.025 * max(mask.shape):
