@@ -2,10 +2,10 @@
 
 Each test digit becomes a realistic photo: scaled up to a few hundred pixels, dark ink on light
 (sometimes coloured) paper or chalk on a board, off centre, with a lighting gradient and noise;
-some are stored with an EXIF rotation, some as transparent PNGs. The same digits are also
-written on ruled and on squared notebook paper, whose printed lines cross them. fastmnist's preprocessing and
+some are stored with an EXIF rotation, some as transparent PNGs. fastmnist's preprocessing and
 the article's pipeline (resize, threshold, erode, invert, raw 0/255 values) are then scored on the
-same photos with a network trained on other digits.
+same photos with a network trained on other digits. The same digits are also written on ruled
+and on squared notebook paper, whose printed lines cross them, and read by fastmnist.
 
     python benchmarks/photo_eval.py --count 300 [--out DIR] [--json results.json]
 """

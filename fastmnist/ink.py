@@ -20,6 +20,8 @@ from .strokes import stroke_width
 MIN_CONTRAST = 0.12  # weakest stroke taken for ink: 12% darker than the paper around it
 NOISE_SIGMAS = 6.0
 SMOOTH = 0.5
+CRISP = 0.85  # tones this far apart (Otsu's share of the variance) are ink and paper
+SOLID = 0.7  # ink filling this share of its box is a patch (a shadow), not pen strokes
 
 
 class NoDigitError(ValueError):
@@ -30,38 +32,74 @@ def no_digit(why: str) -> NoDigitError:
     return NoDigitError(f"found no digit: {why}")
 
 
-def ink_is_dark(rgb: np.ndarray) -> bool:
-    """True for dark ink on light paper: the paper is the majority, so the median lies near it."""
+def ink_tone(rgb: np.ndarray) -> tuple[bool, bool]:
+    """Whether the ink is dark on light paper, and whether it covers over a third of the
+    picture (a crop tight round a bold digit) in a tone clearly apart from the paper's.
+
+    The paper is the majority, so the median lies near it; in such a tight crop neither tone
+    clearly is, and the paper is the tone that holds most of the picture's border. (A shaded
+    photo also splits in two, but its tones blend into each other.)
+    """
     lum = rgb.mean(axis=2)
+    cut = otsu(lum)
+    dark = lum < cut
+    share = float(dark.mean())
+    if 0.35 < share < 0.65 and separation(lum, cut) > CRISP:
+        ring = np.concatenate([dark[0], dark[-1], dark[:, 0], dark[:, -1]])
+        return bool(ring.mean() < 0.5), True
     low, mid, high = np.percentile(lum, (1, 50, 99))
-    return high - mid < mid - low
+    is_dark = bool(high - mid < mid - low)
+    bold = (share if is_dark else 1.0 - share) > 0.35 and separation(lum, cut) > CRISP
+    return is_dark, bold
 
 
-def paper(img: np.ndarray) -> np.ndarray:
+def paper(img: np.ndarray, reach: int = 4) -> np.ndarray:
     """The paper's colour under every pixel of ``img`` (H, W, 3) holding dark strokes.
 
-    A grey closing a quarter of the image wide replaces strokes by the paper beside them and
-    still follows a lighting gradient; the mean filter then smooths its blocky steps.
+    A grey closing ``1 / reach`` of the image wide replaces strokes by the paper beside them
+    and still follows a lighting gradient; the mean filter then smooths its blocky steps.
     """
     h, w = img.shape[:2]
-    side = max(3, max(h, w) // 4)
+    side = max(3, max(h, w) // reach)
     closed = ndimage.grey_closing(img, size=(side, side, 1), mode="nearest")
     return ndimage.uniform_filter(closed, size=(side // 2 + 1, side // 2 + 1, 1), mode="nearest")
 
 
 def contrast(rgb: np.ndarray) -> np.ndarray:
-    """Ink contrast (H, W) float32 in 0..1 for a float RGB image (H, W, 3) in 0..1."""
-    img = rgb if ink_is_dark(rgb) else 1.0 - rgb
-    bg = paper(img)
+    """Ink contrast (H, W) float32 in 0..1 for a float RGB image (H, W, 3) in 0..1. Where ink
+    covers over a third of the picture its strokes are bold for its size, so the paper is
+    looked for twice as far away."""
+    is_dark, bold = ink_tone(rgb)
+    img = rgb if is_dark else 1.0 - rgb
+    bg = paper(img, 2 if bold else 4)
     drop = (bg - img).sum(axis=2) / np.maximum(bg.sum(axis=2), 0.15)
     drop = ndimage.gaussian_filter(drop, SMOOTH)  # paper grain and JPEG noise average out
     return np.clip(drop, 0.0, 1.0).astype(np.float32)
 
 
 def noise_level(c: np.ndarray) -> tuple[float, float]:
-    """The paper's typical contrast and its spread (median, robust sigma), ink being a minority."""
-    med = float(np.median(c))
-    return med, float(1.4826 * np.median(np.abs(c - med)))
+    """The paper's typical contrast and its spread (median, robust sigma). Ink is usually a
+    small minority; where it covers over a quarter of the picture in a clearly separate tone
+    (a crop tight round the digit), the paper is measured alone, below Otsu's cut."""
+    paper = c
+    if np.ptp(c) > 0:
+        cut = otsu(c)
+        below = c[c < cut]
+        if below.size < 0.75 * c.size and separation(c, cut) > CRISP:
+            paper = below
+    med = float(np.median(paper))
+    return med, float(1.4826 * np.median(np.abs(paper - med)))
+
+
+def separation(values: np.ndarray, cut: float) -> float:
+    """How much of the variance of ``values`` lies between the two classes split at ``cut``
+    (1: two clean tones; 0.75 for uniform noise)."""
+    low = values < cut
+    share = float(low.mean())
+    if share in (0.0, 1.0):
+        return 0.0
+    gap = float(values[low].mean()) - float(values[~low].mean())
+    return share * (1 - share) * gap * gap / max(float(values.var()), 1e-12)
 
 
 def otsu(values: np.ndarray) -> float:
@@ -165,8 +203,10 @@ def substantial(pieces: list[Blob], labels: np.ndarray) -> list[Blob]:
     strokes = [b for b in pieces if not (is_page_edge(b, shape) or is_filled(b, labels))]
     if any(max(b.height, b.width) >= 0.03 * side for b in strokes):
         pieces = strokes
-    else:  # a digit in a tight crop may touch the frame, but it does not run along it
-        pieces = [b for b in pieces if not runs_along_frame(b, shape)]
+    else:  # a digit in a tight crop touches the frame, a bold one may run along it, but its
+        # strokes leave paper inside its box, which a shadow or the table beside the page fills
+        pieces = [b for b in pieces
+                  if not runs_along_frame(b, shape) or b.area < SOLID * b.height * b.width]
     if not pieces:
         return []
     biggest = max(b.area for b in pieces)

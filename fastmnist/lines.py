@@ -2,11 +2,11 @@
 
 A notebook's lines are found as long straight runs of ink, horizontal or vertical within a few
 degrees (a photo is rarely square to the page). A run is only taken for a printed line when it
-crosses the whole picture, is much longer than the handwriting is wide and reaches past it on
-both ends, and when at least two such lines reach well past it: a page has several lines, a
-digit at most one long straight stroke, so a 1's stem, a 7's bar, a 5's cap or a 2's base stay
-even in a tight crop. Where a
-pen stroke crosses a line or runs along it, the pixels under the stroke stay ink.
+crosses the whole picture and reaches past the handwriting on both ends, and only when at
+least two such lines reach well past it: a page has several lines, a digit at most one long
+straight stroke, so a 1's stem, a 7's bar, a 5's cap or a 2's base stay even in a tight crop.
+Where a pen stroke crosses a line or runs along it, the pixels under the stroke stay ink. A
+number written along a line is split into digits as on blank paper.
 """
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ LINE_SPAN = 0.5  # a printed line runs across at least half the picture
 SLOPES_DEG = np.arange(-5.0, 5.01, 0.2)  # the tilts of a page looked at
 GAP = 5  # breaks up to this many pixels along a faint line are bridged
 EDGE = 0.03  # a printed line runs to within this part of the picture's edges on both ends
-REACH = 0.1  # ... and reaches this part of the handwriting's size past it on both ends
-LONGER = 1.5  # ... and is this many times as long as the handwriting is wide
+REACH = 0.1  # ... and reaches this part of the handwriting's height past it on both ends
 
 
 def run_spans(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -104,21 +103,21 @@ def writing_box(rest: np.ndarray) -> tuple[int, int, int, int] | None:
     return box(np.isin(labels, keep))
 
 
-def printed(candidates: np.ndarray, writing: tuple[int, int, int, int]):
+def printed(candidates: np.ndarray, writing: tuple[int, int, int, int], reach: float):
     """Which nearly horizontal ``candidates`` (H, W) bool may be printed lines beside the
-    handwriting's box ``writing``: they run from edge to edge of the picture, are longer than
-    the writing is wide and reach past it on both ends. Returns ``(clear, likely)``, two bool
-    (H, W): ``clear`` the lines that reach well past the writing, ``likely`` those that reach
-    a little past it where the writing comes close to the picture's edge, and all of ``clear``."""
+    handwriting's box ``writing``: they run from edge to edge of the picture and reach past
+    the writing on both ends. Returns ``(clear, likely)``, two bool
+    (H, W): ``clear`` the lines that reach ``reach`` pixels past the writing, ``likely`` those
+    that reach a little past it where the writing comes close to the picture's edge, and all
+    of ``clear``."""
     top, bottom, left, right = writing
     w = candidates.shape[1]
-    edge, reach = EDGE * w, REACH * max(bottom - top, right - left)
+    edge = EDGE * w
     near = max(2.0, reach / 4)
     labels, _ = ndimage.label(candidates, structure=np.ones((3, 3), bool))
     clear, likely = [], []
     for k, (_, cols) in enumerate(ndimage.find_objects(labels), start=1):
-        if not (cols.start <= edge and cols.stop >= w - edge
-                and cols.stop - cols.start >= LONGER * (right - left)):
+        if not (cols.start <= edge and cols.stop >= w - edge):
             continue
         before, after = left - cols.start, cols.stop - right
         if before >= reach and after >= reach:
@@ -163,8 +162,9 @@ def ruled_lines(mask: np.ndarray, faint: np.ndarray) -> np.ndarray:
     if writing is None:  # nothing but long strokes: a tight crop of a digit, not a page
         return np.zeros_like(mask)
     top, bottom, left, right = writing
-    level_clear, level = printed(level, writing)
-    upright_clear, upright = (a.T for a in printed(upright.T, (left, right, top, bottom)))
+    reach = REACH * (bottom - top)  # the writing's height: a digit's size, or a number's
+    level_clear, level = printed(level, writing, reach)
+    upright_clear, upright = (a.T for a in printed(upright.T, (left, right, top, bottom), reach))
     if count_pieces(level_clear) + count_pieces(upright_clear) < 2:
         return np.zeros_like(mask)  # one straight stroke is a digit's; paper has several lines
     level &= ~under_strokes(level, mask & ~upright)

@@ -164,7 +164,7 @@ def test_long_strokes_of_digits_are_not_taken_for_printed_lines(mnist_test, monk
     from fastmnist.strokes import crop
 
     images, labels = mnist_test
-    monkeypatch.setattr(augment, "STYLES", {"flag": 1.0, "foot": 1.0, "crossbar": 1.0, "slash": 1.0})
+    monkeypatch.setattr(augment, "STYLES", dict.fromkeys(augment.STYLES, 1.0))
     rng = np.random.default_rng(0)
     picks = [i for i in range(2000) if labels[i] in (1, 4, 7)][:60]
     digits = [images[i] / 255.0 for i in range(40)] + [
@@ -182,7 +182,65 @@ def test_long_strokes_of_digits_are_not_taken_for_printed_lines(mnist_test, monk
     monkeypatch.setattr(lines, "long_level_runs", lambda *a: searched.append(1) or search(*a))
     with_lines = [outcome(p) for p in pages]
     assert len(searched) >= 30  # strokes ran edge to edge and were looked at as lines
-    assert sum(isinstance(r, np.ndarray) for r in with_lines) >= 0.8 * len(pages)  # 86 of 100
+    assert sum(isinstance(r, np.ndarray) for r in with_lines) >= 0.9 * len(pages)  # 99 of 100
     monkeypatch.setattr(ink, "ruled_lines", lambda mask, faint: np.zeros_like(mask))
     for page, read in zip(pages, with_lines):
         np.testing.assert_array_equal(outcome(page), read)
+
+
+def test_a_crop_tight_round_the_digit_is_read(mnist_test, trained):
+    """Cropped to the ink's box, a digit is ink over up to half the picture: the paper's noise
+    is measured on the paper alone, not taken from ink pixels (which read as blank paper)."""
+    from fastmnist.strokes import crop
+
+    images, labels = mnist_test
+    picks = [i for i in range(8000, 8200) if labels[i] != 1][:120]  # a tight 1 is a dark bar
+    frames, read = [], []
+    for i in picks:
+        try:
+            frames.append(preprocess_image(np.kron(1.0 - crop(images[i] / 255.0, 0.2),
+                                                   np.ones((8, 8)))))
+            read.append(i)
+        except ValueError:  # a bold digit in a very narrow crop can look like a shadow
+            pass
+    assert len(read) >= 0.97 * len(picks)  # 120 of 120 (before: 67 of 300 refused, 63% read)
+    clean = [preprocess_image(images[i]) for i in read]
+
+    def accuracy(x):
+        return float((trained.predict(np.stack(x).reshape(len(read), 784)).argmax(axis=1)
+                      == labels[read]).mean())
+
+    print(f"tight crops: {len(read)} of {len(picks)} read, {accuracy(frames):.3f} right, "
+          f"clean {accuracy(clean):.3f}")
+    assert accuracy(frames) >= accuracy(clean) - 0.05
+
+
+def test_a_number_written_along_ruled_lines_is_split_as_on_blank_paper(mnist_test, trained):
+    from fastmnist.images import read_number
+
+    images, labels = mnist_test
+    rng = np.random.default_rng(0)
+
+    def page(digits, ruled: bool) -> np.ndarray:  # dark blue digits in a row, 150 px tall
+        side = 150
+        ink = np.concatenate([np.pad(np.asarray(Image.fromarray(d).resize((side, side)),
+                                                np.float32) / 255, ((0, 0), (10, 10)))
+                              for d in digits], axis=1)
+        h, w = 2 * side + 30, ink.shape[1] + 160
+        canvas = np.zeros((h, w), np.float32)
+        canvas[(h - side) // 2:(h + side) // 2, 80:80 + ink.shape[1]] = np.clip(ink, 0, 1)
+        lines = np.zeros((h, w, 1), np.float32)
+        if ruled:  # 2-pixel light blue lines 70 px apart: two or three cross the digits
+            for y in range(int(rng.integers(0, 70)), h, 70):
+                lines[y:y + 2] = 1
+        rgb = (248 - lines * np.array([98, 68, 10])) * (1 - canvas[..., None])
+        return np.clip(rgb + canvas[..., None] * np.array([25, 40, 140]), 0, 255) / 255
+
+    split = {True: 0, False: 0}
+    for _ in range(16):
+        idx = rng.integers(8000, 10000, int(rng.integers(2, 6)))
+        for ruled in (True, False):
+            found = read_number(page(images[idx], ruled), trained)["digits"]
+            split[ruled] += len(found) == len(idx)
+    print(split)
+    assert split[True] >= split[False] - 1 and split[True] >= 14  # measured: 16 and 16 of 16
