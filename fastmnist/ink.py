@@ -214,6 +214,33 @@ def substantial(pieces: list[Blob], labels: np.ndarray) -> list[Blob]:
             if b.area >= max(4, 0.03 * biggest) and max(b.height, b.width) >= 0.02 * side]
 
 
+def encloses(a: Blob, b: Blob) -> bool:
+    return a.top < b.top and a.bottom > b.bottom and a.left < b.left and a.right > b.right
+
+
+def without_boxes_and_underlines(pieces: list[Blob]) -> list[Blob]:
+    """``pieces`` less a box or ring drawn round the writing (a piece whose box holds another
+    piece of at least a third of its ink and size) and a line drawn under it (a flat piece
+    below all the others, apart from them, reaching well past them on both sides; a 1's foot
+    touches its stem, or barely reaches past its flag)."""
+    if len(pieces) < 2:
+        return pieces
+    kept = [a for a in pieces if not any(
+        encloses(a, b) and b.area >= 0.3 * a.area
+        and max(b.height, b.width) >= 0.4 * max(a.height, a.width) for b in pieces)]
+    if len(kept) >= 2:
+        def underline(p: Blob) -> bool:
+            others = [o for o in kept if o is not p]
+            top, bottom = min(o.top for o in others), max(o.bottom for o in others)
+            left, right = min(o.left for o in others), max(o.right for o in others)
+            margin = 0.1 * (bottom - top)
+            return (p.height < 0.2 * p.width and p.top >= bottom + 0.4 * margin
+                    and p.left <= left - margin and p.right >= right + margin)
+
+        kept = [p for p in kept if not underline(p)]
+    return kept or pieces
+
+
 def centre_group(pieces: list[Blob], shape) -> list[Blob]:
     """The digit: the piece nearest the centre (weighted by size), plus pieces close to it.
 
@@ -322,7 +349,7 @@ def find_digits(rgb: np.ndarray, several: bool | None = None):
     mask = ink_mask(c)
     mask, c = without_lines(mask, c)
     labels, pieces = blobs(mask)
-    pieces = substantial(pieces, labels)
+    pieces = without_boxes_and_underlines(substantial(pieces, labels))
     if not pieces or max(max(b.height, b.width) for b in pieces) < 0.025 * max(mask.shape):
         raise no_digit("only specks and noise stand out from the background")
     groups = [centre_group(pieces, mask.shape)]
