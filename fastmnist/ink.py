@@ -36,7 +36,8 @@ def ink_tone(rgb: np.ndarray) -> tuple[bool, bool]:
     """Whether the ink is dark on light paper, and whether it covers over a third of the
     picture (a crop tight round a bold digit) in a tone clearly apart from the paper's.
 
-    The paper is the majority, so the median lies near it; in such a tight crop neither tone
+    The paper is the majority, so the median lies near it and the ink is the tone further away
+    (a digit small on a page is looked for at the extremes); in a tight crop neither tone
     clearly is, and the paper is the tone that holds most of the picture's border. (A shaded
     photo also splits in two, but its tones blend into each other.)
     """
@@ -48,6 +49,9 @@ def ink_tone(rgb: np.ndarray) -> tuple[bool, bool]:
         ring = np.concatenate([dark[0], dark[-1], dark[:, 0], dark[:, -1]])
         return bool(ring.mean() < 0.5), True
     low, mid, high = np.percentile(lum, (1, 50, 99))
+    if max(high - mid, mid - low) < 0.1:  # ink under 1% of the picture: a small digit on a page
+        smooth = ndimage.gaussian_filter(lum, 1.0)  # one noisy pixel is no stroke
+        low, high = float(smooth.min()), float(smooth.max())
     is_dark = bool(high - mid < mid - low)
     bold = (share if is_dark else 1.0 - share) > 0.35 and separation(lum, cut) > CRISP
     return is_dark, bold
@@ -176,12 +180,12 @@ def runs_along_frame(b: Blob, shape) -> bool:
 
 
 def is_filled(b: Blob, labels: np.ndarray) -> bool:
-    """A solid patch across the picture (a shadow, the table beside the page) rather than pen
-    strokes: it touches the frame, spans most of it, and its pen would be wider than 40% of
-    its own size."""
+    """A solid patch at the picture's edge (a shadow, the table beside the page) rather than
+    pen strokes: it touches the frame, spans most of it or fills half its own box (a shadow in
+    a corner), and its pen would be wider than 40% of its own size."""
     h, w = labels.shape
     touches = b.top == 0 or b.left == 0 or b.bottom == h or b.right == w
-    spans = b.width >= 0.8 * w or b.height >= 0.8 * h
+    spans = b.width >= 0.8 * w or b.height >= 0.8 * h or b.area >= 0.5 * b.height * b.width
     if b.area < 200 or not (touches and spans):
         return False
     piece = labels[b.top:b.bottom, b.left:b.right] == b.label
@@ -253,7 +257,8 @@ def centre_group(pieces: list[Blob], shape) -> list[Blob]:
     def weight(b: Blob) -> float:
         cy, cx = (b.top + b.bottom) / 2, (b.left + b.right) / 2
         d = np.hypot(cy - h / 2, cx - w / 2) / (0.25 * diag)
-        return b.area / (1.0 + d * d)
+        cut_off = b.top == 0 or b.left == 0 or b.bottom == h or b.right == w
+        return b.area / (1.0 + d * d) / (10.0 if cut_off else 1.0)
 
     seed = max(pieces, key=weight)
     group, rest = [seed], [b for b in pieces if b is not seed]

@@ -283,3 +283,26 @@ def test_a_foot_or_cap_drawn_apart_stays_with_its_digit():
     assert without_boxes_and_underlines([cap, stem]) == [cap, stem]
     assert without_boxes_and_underlines([stem, underline]) == [stem]
     assert without_boxes_and_underlines([box, stem, foot]) == [stem, foot]
+
+
+def test_a_small_digit_on_a_big_page_is_found_beside_a_shadow(mnist_test, trained):
+    """A 90-pixel digit in a 2000x1500 photo: under 1% of the picture is ink, so its tone is
+    judged from the extremes; a shadow in a corner is a patch, not the digit."""
+    images, labels = mnist_test
+    count = 30
+    yy, xx = np.mgrid[0:1500, 0:2000]
+    corner = 1 - 0.55 * np.clip(1 - np.hypot(yy / 1500, xx / 2000) / 0.6, 0, 1)
+
+    def photo(digit, shaded):
+        ink = np.asarray(Image.fromarray(digit).resize((90, 90), Image.Resampling.BICUBIC),
+                         np.float32)[..., None] / 255
+        rgb = np.full((1500, 2000, 3), (235, 232, 225), np.float32)
+        rgb[700:790, 950:1040] = rgb[700:790, 950:1040] * (1 - ink) + np.array([30, 30, 60]) * ink
+        return (rgb * corner[..., None] if shaded else rgb).astype(np.uint8)
+
+    truth = labels[8000:8000 + count]
+    for shaded in (False, True):
+        x = np.stack([preprocess_image(photo(images[8000 + i], shaded)) for i in range(count)])
+        read = float((trained.predict(x.reshape(count, 784)).argmax(axis=1) == truth).mean())
+        print(f"shaded={shaded}: {read:.3f}")  # measured 0.967 both (before: every one refused)
+        assert read >= 0.85
