@@ -140,6 +140,7 @@ class Blob:
     bottom: int  # exclusive
     left: int
     right: int  # exclusive
+    strength: float = 1.0  # mean contrast of its pixels: a pen stroke's, or a soft shadow's
 
     @property
     def height(self) -> int:
@@ -150,15 +151,18 @@ class Blob:
         return self.right - self.left
 
 
-def blobs(mask: np.ndarray) -> tuple[np.ndarray, list[Blob]]:
-    """Label 8-connected ink pieces: ``(labels (H, W) int32, [Blob, ...])``."""
+def blobs(mask: np.ndarray, c: np.ndarray | None = None) -> tuple[np.ndarray, list[Blob]]:
+    """Label 8-connected ink pieces: ``(labels (H, W) int32, [Blob, ...])``, each with its
+    mean contrast in ``c`` (H, W) when given."""
     labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
     areas = np.bincount(labels.ravel(), minlength=count + 1)
+    sums = (np.bincount(labels.ravel(), weights=c.ravel(), minlength=count + 1) if c is not None
+            else areas)
     found = []
     for k, box in enumerate(ndimage.find_objects(labels), start=1):
         if box is not None:
             found.append(Blob(k, int(areas[k]), box[0].start, box[0].stop, box[1].start,
-                              box[1].stop))
+                              box[1].stop, float(sums[k]) / max(int(areas[k]), 1)))
     return labels, found
 
 
@@ -213,9 +217,9 @@ def substantial(pieces: list[Blob], labels: np.ndarray) -> list[Blob]:
                   if not runs_along_frame(b, shape) or b.area < SOLID * b.height * b.width]
     if not pieces:
         return []
-    biggest = max(b.area for b in pieces)
-    return [b for b in pieces
-            if b.area >= max(4, 0.03 * biggest) and max(b.height, b.width) >= 0.02 * side]
+    biggest = max(b.area * b.strength for b in pieces)  # ink, counted by its contrast
+    return [b for b in pieces if b.area >= 4 and b.area * b.strength >= 0.03 * biggest
+            and max(b.height, b.width) >= 0.02 * side]
 
 
 def encloses(a: Blob, b: Blob) -> bool:
@@ -246,7 +250,8 @@ def without_boxes_and_underlines(pieces: list[Blob]) -> list[Blob]:
 
 
 def centre_group(pieces: list[Blob], shape) -> list[Blob]:
-    """The digit: the piece nearest the centre (weighted by size), plus pieces close to it.
+    """The digit: the piece nearest the centre (weighted by its size and the square of its
+    contrast, and a tenth where the frame cuts it), plus pieces close to it.
 
     A piece joins when its box lies within a third of the digit's size of the digit so far,
     which takes in a 5's cap, a 7's crossbar or a dotted stroke but not a neighbouring word.
@@ -258,7 +263,7 @@ def centre_group(pieces: list[Blob], shape) -> list[Blob]:
         cy, cx = (b.top + b.bottom) / 2, (b.left + b.right) / 2
         d = np.hypot(cy - h / 2, cx - w / 2) / (0.25 * diag)
         cut_off = b.top == 0 or b.left == 0 or b.bottom == h or b.right == w
-        return b.area / (1.0 + d * d) / (10.0 if cut_off else 1.0)
+        return b.area * b.strength ** 2 / (1.0 + d * d) / (10.0 if cut_off else 1.0)
 
     seed = max(pieces, key=weight)
     group, rest = [seed], [b for b in pieces if b is not seed]
@@ -353,7 +358,7 @@ def find_digits(rgb: np.ndarray, several: bool | None = None):
     c = contrast(rgb)
     mask = ink_mask(c)
     mask, c = without_lines(mask, c)
-    labels, pieces = blobs(mask)
+    labels, pieces = blobs(mask, c)
     pieces = without_boxes_and_underlines(substantial(pieces, labels))
     if not pieces or max(max(b.height, b.width) for b in pieces) < 0.025 * max(mask.shape):
         raise no_digit("only specks and noise stand out from the background")

@@ -287,7 +287,8 @@ def test_a_foot_or_cap_drawn_apart_stays_with_its_digit():
 
 def test_a_small_digit_on_a_big_page_is_found_beside_a_shadow(mnist_test, trained):
     """A 90-pixel digit in a 2000x1500 photo: under 1% of the picture is ink, so its tone is
-    judged from the extremes; a shadow in a corner is a patch, not the digit."""
+    judged from the extremes; a soft shadow in a corner is a patch, not the digit, and the
+    digit, small beside it, is not taken for a speck."""
     images, labels = mnist_test
     count = 30
     yy, xx = np.mgrid[0:1500, 0:2000]
@@ -298,11 +299,13 @@ def test_a_small_digit_on_a_big_page_is_found_beside_a_shadow(mnist_test, traine
                          np.float32)[..., None] / 255
         rgb = np.full((1500, 2000, 3), (235, 232, 225), np.float32)
         rgb[700:790, 950:1040] = rgb[700:790, 950:1040] * (1 - ink) + np.array([30, 30, 60]) * ink
-        return (rgb * corner[..., None] if shaded else rgb).astype(np.uint8)
+        if shaded:  # and noisy: the shadow's ragged edge must not pass for pen strokes
+            rgb = rgb * corner[..., None] + np.random.default_rng(0).normal(0, 6, rgb.shape)
+        return np.clip(rgb, 0, 255).astype(np.uint8)
 
     truth = labels[8000:8000 + count]
     for shaded in (False, True):
         x = np.stack([preprocess_image(photo(images[8000 + i], shaded)) for i in range(count)])
         read = float((trained.predict(x.reshape(count, 784)).argmax(axis=1) == truth).mean())
-        print(f"shaded={shaded}: {read:.3f}")  # measured 0.967 both (before: every one refused)
+        print(f"shaded={shaded}: {read:.3f}")  # 0.967, 1.0 (before: all refused; then 0.73 shaded)
         assert read >= 0.85
