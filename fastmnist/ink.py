@@ -21,7 +21,8 @@ MIN_CONTRAST = 0.12  # weakest stroke taken for ink: 12% darker than the paper a
 NOISE_SIGMAS = 6.0
 SMOOTH = 0.5
 CRISP = 0.85  # tones this far apart (Otsu's share of the variance) are ink and paper
-SOLID = 0.7  # ink filling this share of its box is a patch (a shadow), not pen strokes
+PATCH = 0.5  # a thick piece at the edge filling this share of its box may be a shadow...
+SOLID = 0.7  # ... and one filling this share is one even when nothing else is left
 
 
 class NoDigitError(ValueError):
@@ -44,8 +45,8 @@ def ink_tone(rgb: np.ndarray) -> tuple[bool, bool]:
     lum = rgb.mean(axis=2)
     cut = otsu(lum)
     dark = lum < cut
-    share = float(dark.mean())
-    if 0.35 < share < 0.65 and separation(lum, cut) > CRISP:
+    share, crisp = float(dark.mean()), separation(lum, cut) > CRISP
+    if 0.35 < share < 0.65 and crisp:
         ring = np.concatenate([dark[0], dark[-1], dark[:, 0], dark[:, -1]])
         return bool(ring.mean() < 0.5), True
     low, mid, high = np.percentile(lum, (1, 50, 99))
@@ -53,7 +54,7 @@ def ink_tone(rgb: np.ndarray) -> tuple[bool, bool]:
         smooth = ndimage.gaussian_filter(lum, 1.0)  # one noisy pixel is no stroke
         low, high = float(smooth.min()), float(smooth.max())
     is_dark = bool(high - mid < mid - low)
-    bold = (share if is_dark else 1.0 - share) > 0.35 and separation(lum, cut) > CRISP
+    bold = (share if is_dark else 1.0 - share) > 0.35 and crisp
     return is_dark, bold
 
 
@@ -113,13 +114,14 @@ def otsu(values: np.ndarray) -> float:
     return float(threshold_otsu(values)) if values.size and np.ptp(values) > 0 else 1.0
 
 
-def ink_mask(c: np.ndarray) -> np.ndarray:
-    """Boolean ink mask (H, W) from a contrast map: hysteresis between a high and a low level."""
+def ink_mask(c: np.ndarray, noise: tuple[float, float]) -> np.ndarray:
+    """Boolean ink mask (H, W) from a contrast map and its paper's :func:`noise_level`:
+    hysteresis between a high and a low level."""
     from skimage.filters import apply_hysteresis_threshold
 
     if c.max() < MIN_CONTRAST:
         raise no_digit("the image looks blank (nothing stands out from the background)")
-    med, sigma = noise_level(c)
+    med, sigma = noise
     floor = med + NOISE_SIGMAS * sigma
     high = max(otsu(c[c > floor]) if np.any(c > floor) else 1.0, floor, MIN_CONTRAST)
     high = min(high, 0.5 * (c.max() + floor))  # Otsu can land above a faint pen's strokes
@@ -151,19 +153,23 @@ class Blob:
         return self.right - self.left
 
 
-def blobs(mask: np.ndarray, c: np.ndarray | None = None) -> tuple[np.ndarray, list[Blob]]:
+def blobs(mask: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, list[Blob]]:
     """Label 8-connected ink pieces: ``(labels (H, W) int32, [Blob, ...])``, each with its
-    mean contrast in ``c`` (H, W) when given."""
+    mean contrast in ``c`` (H, W)."""
     labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
     areas = np.bincount(labels.ravel(), minlength=count + 1)
-    sums = (np.bincount(labels.ravel(), weights=c.ravel(), minlength=count + 1) if c is not None
-            else areas)
+    sums = np.bincount(labels.ravel(), weights=c.ravel(), minlength=count + 1)
     found = []
     for k, box in enumerate(ndimage.find_objects(labels), start=1):
         if box is not None:
             found.append(Blob(k, int(areas[k]), box[0].start, box[0].stop, box[1].start,
                               box[1].stop, float(sums[k]) / max(int(areas[k]), 1)))
     return labels, found
+
+
+def cut_by_frame(b: Blob, shape) -> bool:
+    """The piece touches the picture's edge."""
+    return b.top == 0 or b.left == 0 or b.bottom == shape[0] or b.right == shape[1]
 
 
 def is_page_edge(b: Blob, shape) -> bool:
@@ -188,9 +194,8 @@ def is_filled(b: Blob, labels: np.ndarray) -> bool:
     pen strokes: it touches the frame, spans most of it or fills half its own box (a shadow in
     a corner), and its pen would be wider than 40% of its own size."""
     h, w = labels.shape
-    touches = b.top == 0 or b.left == 0 or b.bottom == h or b.right == w
-    spans = b.width >= 0.8 * w or b.height >= 0.8 * h or b.area >= 0.5 * b.height * b.width
-    if b.area < 200 or not (touches and spans):
+    spans = b.width >= 0.8 * w or b.height >= 0.8 * h or b.area >= PATCH * b.height * b.width
+    if b.area < 200 or not (cut_by_frame(b, labels.shape) and spans):
         return False
     piece = labels[b.top:b.bottom, b.left:b.right] == b.label
     return stroke_width(piece) > 0.4 * min(b.height, b.width)
@@ -262,8 +267,8 @@ def centre_group(pieces: list[Blob], shape) -> list[Blob]:
     def weight(b: Blob) -> float:
         cy, cx = (b.top + b.bottom) / 2, (b.left + b.right) / 2
         d = np.hypot(cy - h / 2, cx - w / 2) / (0.25 * diag)
-        cut_off = b.top == 0 or b.left == 0 or b.bottom == h or b.right == w
-        return b.area * b.strength ** 2 / (1.0 + d * d) / (10.0 if cut_off else 1.0)
+        cut = 10.0 if cut_by_frame(b, shape) else 1.0
+        return b.area * b.strength ** 2 / (1.0 + d * d) / cut
 
     seed = max(pieces, key=weight)
     group, rest = [seed], [b for b in pieces if b is not seed]
@@ -335,10 +340,11 @@ def group_ink(labels: np.ndarray, group: list[Blob], c: np.ndarray):
     return mask, np.clip(np.where(near, crop, 0.0) / max(core, 1e-6), 0.0, 1.0)
 
 
-def without_lines(mask: np.ndarray, c: np.ndarray):
+def without_lines(mask: np.ndarray, c: np.ndarray, noise: tuple[float, float]):
     """The ink ``mask`` and contrast ``c`` (H, W) with the lines of ruled or squared paper
-    taken out (see :mod:`fastmnist.lines`), their soft edges included."""
-    med, sigma = noise_level(c)
+    taken out (see :mod:`fastmnist.lines`), their soft edges included; lines are traced down
+    to 3 sigmas of the paper's ``noise``."""
+    med, sigma = noise
     lines = ruled_lines(mask, c > max(med + 3 * sigma, 0.5 * MIN_CONTRAST))
     if not lines.any():
         return mask, c
@@ -356,8 +362,8 @@ def find_digits(rgb: np.ndarray, several: bool | None = None):
     Raises :class:`NoDigitError` when nothing digit-like is found.
     """
     c = contrast(rgb)
-    mask = ink_mask(c)
-    mask, c = without_lines(mask, c)
+    noise = noise_level(c)
+    mask, c = without_lines(ink_mask(c, noise), c, noise)
     labels, pieces = blobs(mask, c)
     pieces = without_boxes_and_underlines(substantial(pieces, labels))
     if not pieces or max(max(b.height, b.width) for b in pieces) < 0.025 * max(mask.shape):

@@ -106,10 +106,9 @@ def writing_box(rest: np.ndarray) -> tuple[int, int, int, int] | None:
 def printed(candidates: np.ndarray, writing: tuple[int, int, int, int], reach: float):
     """Which nearly horizontal ``candidates`` (H, W) bool may be printed lines beside the
     handwriting's box ``writing``: they run from edge to edge of the picture and reach past
-    the writing on both ends. Returns ``(clear, likely)``, two bool
-    (H, W): ``clear`` the lines that reach ``reach`` pixels past the writing, ``likely`` those
-    that reach a little past it where the writing comes close to the picture's edge, and all
-    of ``clear``."""
+    the writing on both ends. Returns ``(clear, likely)``: how many lines reach ``reach``
+    pixels past the writing, and the pixels (H, W) bool of those and of the lines that reach a
+    little past it where the writing comes close to the picture's edge."""
     top, bottom, left, right = writing
     w = candidates.shape[1]
     edge = EDGE * w
@@ -125,7 +124,7 @@ def printed(candidates: np.ndarray, writing: tuple[int, int, int, int], reach: f
         if (before >= min(reach, max(near, left - edge))
                 and after >= min(reach, max(near, w - edge - right))):
             likely.append(k)
-    return np.isin(labels, clear), np.isin(labels, likely)
+    return len(clear), np.isin(labels, likely)
 
 
 def under_strokes(lines: np.ndarray, ink: np.ndarray) -> np.ndarray:
@@ -164,13 +163,11 @@ def ruled_lines(mask: np.ndarray, faint: np.ndarray) -> np.ndarray:
     top, bottom, left, right = writing
     reach = REACH * (bottom - top)  # the writing's height: a digit's size, or a number's
     level_clear, level = printed(level, writing, reach)
-    upright_clear, upright = (a.T for a in printed(upright.T, (left, right, top, bottom), reach))
-    if count_pieces(level_clear) + count_pieces(upright_clear) < 2:
+    upright_clear, upright = printed(upright.T, (left, right, top, bottom), reach)
+    upright = upright.T
+    if level_clear + upright_clear < 2:
         return np.zeros_like(mask)  # one straight stroke is a digit's; paper has several lines
     level &= ~under_strokes(level, mask & ~upright)
     upright &= ~under_strokes(upright.T, (mask & ~level).T).T
     return level | upright
 
-
-def count_pieces(mask: np.ndarray) -> int:
-    return ndimage.label(mask, structure=np.ones((3, 3), bool))[1]

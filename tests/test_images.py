@@ -203,7 +203,7 @@ def test_a_crop_tight_round_the_digit_is_read(mnist_test, trained):
             read.append(i)
         except ValueError:  # a bold digit in a very narrow crop can look like a shadow
             pass
-    assert len(read) >= 0.97 * len(picks)  # 120 of 120 (before: 67 of 300 refused, 63% read)
+    assert len(read) >= 0.97 * len(picks)  # 120 of 120 (before: 86, of which 0.55 right)
     clean = [preprocess_image(images[i]) for i in read]
 
     def accuracy(x):
