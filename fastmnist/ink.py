@@ -10,6 +10,7 @@ own noise, so faint pen strokes stay whole while paper grain and JPEG noise stay
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage
@@ -23,6 +24,7 @@ SMOOTH = 0.5
 CRISP = 0.85  # tones this far apart (Otsu's share of the variance) are ink and paper
 PATCH = 0.5  # a thick piece at the edge filling this share of its box may be a shadow...
 SOLID = 0.7  # ... and one filling this share is one even when nothing else is left
+TWO_TONES = 0.7  # smoothed tones split this cleanly (noise: 0.64) may be ink and paper
 
 
 class NoDigitError(ValueError):
@@ -33,9 +35,20 @@ def no_digit(why: str) -> NoDigitError:
     return NoDigitError(f"found no digit: {why}")
 
 
-def ink_tone(rgb: np.ndarray) -> tuple[bool, bool]:
-    """Whether the ink is dark on light paper, and whether it covers over a third of the
-    picture (a crop tight round a bold digit) in a tone clearly apart from the paper's.
+class Tone(NamedTuple):
+    """Which tone the ink is: ``dark`` on light paper or light on dark; ``bold``: it covers over
+    a third of the picture (a crop tight round the digit); ``sure``: the other tone is clearly
+    the paper's (it holds most of the picture, or the picture is not two tones at all)."""
+
+    dark: bool
+    bold: bool
+    sure: bool
+
+
+def ink_tone(rgb: np.ndarray) -> Tone:
+    """Whether the ink is dark on light paper, whether it covers over a third of the picture
+    (a crop tight round a bold digit) in a tone clearly apart from the paper's, and whether
+    the call is sure.
 
     The paper is the majority, so the median lies near it and the ink is the tone further away
     (a digit small on a page is looked for at the extremes); in a tight crop neither tone
@@ -46,16 +59,24 @@ def ink_tone(rgb: np.ndarray) -> tuple[bool, bool]:
     cut = otsu(lum)
     dark = lum < cut
     share, crisp = float(dark.mean()), separation(lum, cut) > CRISP
-    if 0.35 < share < 0.65 and crisp:
+    even = 0.35 < share < 0.65
+    if even and crisp:
         ring = np.concatenate([dark[0], dark[-1], dark[:, 0], dark[:, -1]])
-        return bool(ring.mean() < 0.5), True
+        return Tone(bool(ring.mean() < 0.5), True, False)
     low, mid, high = np.percentile(lum, (1, 50, 99))
     if max(high - mid, mid - low) < 0.1:  # ink under 1% of the picture: a small digit on a page
         smooth = ndimage.gaussian_filter(lum, 1.0)  # one noisy pixel is no stroke
         low, high = float(smooth.min()), float(smooth.max())
     is_dark = bool(high - mid < mid - low)
     bold = (share if is_dark else 1.0 - share) > 0.35 and crisp
-    return is_dark, bold
+    return Tone(is_dark, bold, not (even and two_toned(lum)))
+
+
+def two_toned(lum: np.ndarray) -> bool:
+    """Whether the picture splits into two tones that hold together in space, as ink and paper
+    do, once its pixel noise is smoothed away (noise alone splits far less cleanly, 0.64)."""
+    smooth = ndimage.gaussian_filter(lum, 1.0)
+    return separation(smooth, otsu(smooth)) > TWO_TONES
 
 
 def paper(img: np.ndarray, reach: int = 4) -> np.ndarray:
@@ -70,27 +91,27 @@ def paper(img: np.ndarray, reach: int = 4) -> np.ndarray:
     return ndimage.uniform_filter(closed, size=(side // 2 + 1, side // 2 + 1, 1), mode="nearest")
 
 
-def contrast(rgb: np.ndarray) -> np.ndarray:
-    """Ink contrast (H, W) float32 in 0..1 for a float RGB image (H, W, 3) in 0..1. Where ink
-    covers over a third of the picture its strokes are bold for its size, so the paper is
-    looked for twice as far away."""
-    is_dark, bold = ink_tone(rgb)
-    img = rgb if is_dark else 1.0 - rgb
-    bg = paper(img, 2 if bold else 4)
+def contrast(rgb: np.ndarray, tone: Tone) -> np.ndarray:
+    """Ink contrast (H, W) float32 in 0..1 for a float RGB image (H, W, 3) in 0..1 with ink of
+    ``tone`` (see :func:`ink_tone`). Where ink covers over a third of the picture its strokes
+    are bold for its size, so the paper is looked for twice as far away."""
+    img = rgb if tone.dark else 1.0 - rgb
+    bg = paper(img, 2 if tone.bold else 4)
     drop = (bg - img).sum(axis=2) / np.maximum(bg.sum(axis=2), 0.15)
     drop = ndimage.gaussian_filter(drop, SMOOTH)  # paper grain and JPEG noise average out
     return np.clip(drop, 0.0, 1.0).astype(np.float32)
 
 
-def noise_level(c: np.ndarray) -> tuple[float, float]:
+def noise_level(c: np.ndarray, bold: bool = False) -> tuple[float, float]:
     """The paper's typical contrast and its spread (median, robust sigma). Ink is usually a
-    small minority; where it covers over a quarter of the picture in a clearly separate tone
-    (a crop tight round the digit), the paper is measured alone, below Otsu's cut."""
+    small minority; where it covers over a quarter of the picture in a clearly separate tone,
+    or the ink's tone is ``bold`` (a crop tight round the digit), the paper is measured alone,
+    below Otsu's cut."""
     paper = c
     if np.ptp(c) > 0:
         cut = otsu(c)
         below = c[c < cut]
-        if below.size < 0.75 * c.size and separation(c, cut) > CRISP:
+        if bold or (below.size < 0.75 * c.size and separation(c, cut) > CRISP):
             paper = below
     med = float(np.median(paper))
     return med, float(1.4826 * np.median(np.abs(paper - med)))
@@ -189,6 +210,11 @@ def runs_along_frame(b: Blob, shape) -> bool:
             or ((b.top == 0 or b.bottom == h) and b.width >= 0.8 * w))
 
 
+def fills_frame(b: Blob, shape) -> bool:
+    """Spans the picture both ways: the digit of a crop tight round it."""
+    return b.height >= 0.9 * shape[0] and b.width >= 0.9 * shape[1]
+
+
 def is_filled(b: Blob, labels: np.ndarray) -> bool:
     """A solid patch at the picture's edge (a shadow, the table beside the page) rather than
     pen strokes: it touches the frame, spans most of it or fills half its own box (a shadow in
@@ -217,9 +243,10 @@ def substantial(pieces: list[Blob], labels: np.ndarray) -> list[Blob]:
     if any(max(b.height, b.width) >= 0.03 * side for b in strokes):
         pieces = strokes
     else:  # a digit in a tight crop touches the frame, a bold one may run along it, but its
-        # strokes leave paper inside its box, which a shadow or the table beside the page fills
-        pieces = [b for b in pieces
-                  if not runs_along_frame(b, shape) or b.area < SOLID * b.height * b.width]
+        # strokes leave paper inside its box, which a shadow or the table beside the page fills;
+        # a narrow 1 cropped tight fills its box too, but spans the whole picture
+        pieces = [b for b in pieces if not runs_along_frame(b, shape)
+                  or b.area < SOLID * b.height * b.width or fills_frame(b, shape)]
     if not pieces:
         return []
     biggest = max(b.area * b.strength for b in pieces)  # ink, counted by its contrast
@@ -359,10 +386,31 @@ def find_digits(rgb: np.ndarray, several: bool | None = None):
 
     ``several=False`` returns the one digit nearest the centre, ``True`` every digit on the
     line, ``None`` decides: several when two or more digit-sized groups stand side by side.
-    Raises :class:`NoDigitError` when nothing digit-like is found.
+    Where ink and paper cover the picture about evenly and no digit is found, the picture is
+    taken for a crop tight round a bold digit (a narrow 1, whose grey edges blur the two tones):
+    strokes spanning it are looked for in the tone first taken for ink, then in the other. Raises :class:`NoDigitError` when nothing digit-like is found.
     """
-    c = contrast(rgb)
-    noise = noise_level(c)
+    tone = ink_tone(rgb)
+    try:
+        return digits_in(rgb, tone, several)
+    except NoDigitError:
+        if tone.sure:
+            raise
+        for dark in (tone.dark, not tone.dark):  # ink covering half the picture is bold
+            try:
+                found, (top, bottom, left, right) = digits_in(rgb, Tone(dark, True, False), several)
+            except NoDigitError:
+                continue
+            h, w = rgb.shape[:2]  # ... and a crop that tight spans the picture: paper does not
+            if bottom - top >= 0.9 * h and right - left >= 0.9 * w:
+                return found, (top, bottom, left, right)
+        raise
+
+
+def digits_in(rgb: np.ndarray, tone: Tone, several: bool | None):
+    """:func:`find_digits` with the ink's ``tone`` given."""
+    c = contrast(rgb, tone)
+    noise = noise_level(c, tone.bold)
     mask, c = without_lines(ink_mask(c, noise), c, noise)
     labels, pieces = blobs(mask, c)
     pieces = without_boxes_and_underlines(substantial(pieces, labels))
