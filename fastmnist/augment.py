@@ -3,9 +3,10 @@
 Real handwriting differs from MNIST's by slant, size, wobble and pen, and a photo read by
 :func:`fastmnist.preprocess_image` comes out straightened to MNIST's mean slant, fitted to a
 20-pixel box, centred by mass and, when its pen was far from MNIST's, redrawn with a round pen.
-Most copies are made from the training digit straightened the same way, with a small random
-rotation, scale and shift (a 50-unit net then spends its capacity on shapes, not slants), the
-others from the digit as written with a wider rotation, shear, scale and shift. All often get
+The training digits themselves and most copies are straightened the same way, the copies
+with a small random rotation, scale and shift (a 50-unit net then spends its capacity on
+shapes, not slants); the other copies come from the digit as written with a wider rotation,
+shear, scale and shift. All often get
 an elastic distortion (Simard et al., 2003: a random displacement field smoothed by a
 Gaussian), and sometimes a pen that is thicker, thinner or redrawn the way
 :mod:`fastmnist.strokes` redraws photos.
@@ -153,12 +154,13 @@ def augmented_training_set(x: np.ndarray, t: np.ndarray, copies: int = COPIES, s
     ``copies`` varied copies of every digit appended: ``(x_aug ((copies+1)N, 784) in x's dtype
     range, t_aug)``.
 
-    ``straighten`` makes two copies in three from the digit brought to MNIST's mean slant, as
-    :func:`fastmnist.preprocess_image` does with photos, varied a little (:data:`STRAIGHT`);
-    every third copy keeps the digit's own slant and is varied more (:data:`OWN_SLANT`), so the
-    net still reads MNIST's own digits as they are. ``writing_styles`` adds to the copies the
-    flagged 1s, crossed 7s and slashed 0s MNIST lacks (see :func:`written_style`). Both assume
-    handwritten digits: pass False for other datasets.
+    ``straighten`` brings the digits to MNIST's mean slant, as :func:`fastmnist.preprocess_image`
+    does with photos: the digits themselves and two copies in three, these varied a little
+    (:data:`STRAIGHT`); every third copy keeps the digit's own slant and is varied more
+    (:data:`OWN_SLANT`), so the net still reads MNIST's own digits as they are (with fewer than
+    three copies, the digits themselves stay as written for that). ``writing_styles`` adds to
+    the copies the flagged 1s, crossed 7s and slashed 0s MNIST lacks (see
+    :func:`written_style`). Both assume handwritten digits: pass False for other datasets.
     """
     if not isinstance(copies, (int, np.integer)) or copies < 0:
         raise ValueError(f"copies must be a whole number >= 0, got {copies!r}")
@@ -169,7 +171,11 @@ def augmented_training_set(x: np.ndarray, t: np.ndarray, copies: int = COPIES, s
     straight = np.stack([straightened_frame(im) for im in images]) if straighten and copies else None
     labels = np.asarray(t).argmax(axis=1) if np.ndim(t) == 2 else np.asarray(t)
     out = np.empty(((copies + 1) * len(images), 784), dtype=x.dtype)
-    out[:len(images)] = x.reshape(len(images), 784)
+    if straight is None or copies < 3:  # the digits as written are the own-slant rows
+        out[:len(images)] = x.reshape(len(images), 784)
+    else:
+        rows = straight.reshape(len(images), 784) * scale
+        out[:len(images)] = np.round(rows) if scale != 1.0 else rows
     for k in range(1, copies + 1):
         own_slant = straight is None or k % 3 == 0
         source, spread = (images, OWN_SLANT) if own_slant else (straight, STRAIGHT)

@@ -216,8 +216,9 @@ def test_writing_styles_can_be_left_out_for_other_datasets(monkeypatch):
 
 
 def test_copies_are_straightened_as_photos_are_unless_asked_not_to(monkeypatch):
-    """Two copies in three come from the digit at MNIST's mean slant, every third from the
-    digit as written; ``straighten=False`` (other datasets) leaves every copy's slant alone."""
+    """The digit itself and two copies in three are at MNIST's mean slant, every third copy
+    at the digit's own; with fewer than three copies the digit itself stays as written;
+    ``straighten=False`` (other datasets) leaves every slant alone."""
     from fastmnist import augment
     from fastmnist.strokes import MNIST_SLANT, slant
 
@@ -227,15 +228,23 @@ def test_copies_are_straightened_as_photos_are_unless_asked_not_to(monkeypatch):
         col = 18 - (row - 4) * 8 // 20
         leaning[row, col - 1: col + 2] = 1.0
     x, t = leaning.reshape(1, 784), np.array([4])
+    own = slant(leaning)
+    assert own < -0.3
     xa, ta = augment.augmented_training_set(x, t, copies=3, seed=0, writing_styles=False)
     slants = [slant(row.reshape(28, 28)) for row in xa]
-    assert np.array_equal(xa[0], x[0]) and list(ta) == [4] * 4
-    assert slants[0] < -0.3  # the digit itself, kept as written
-    assert all(abs(s - MNIST_SLANT) < 0.05 for s in slants[1:3])  # two straightened copies
-    assert slants[3] == pytest.approx(slants[0])  # the third copy at the digit's own slant
+    assert list(ta) == [4] * 4
+    assert all(abs(s - MNIST_SLANT) < 0.05 for s in slants[:3])  # the digit and two copies
+    assert slants[3] == pytest.approx(own)  # the third copy at the digit's own slant
+    xa2, _ = augment.augmented_training_set(x, t, copies=2, seed=0, writing_styles=False)
+    assert np.array_equal(xa2[0], x[0])  # no own-slant copy: the digit is kept as written
+    assert all(abs(slant(row.reshape(28, 28)) - MNIST_SLANT) < 0.05 for row in xa2[1:])
+    pixels, _ = augment.augmented_training_set((x * 255).astype(np.uint8), t, copies=3, seed=0,
+                                               writing_styles=False)
+    assert pixels.dtype == np.uint8 and np.abs(pixels[0] / 255.0 - xa[0]).max() <= 0.5 / 255
     xo, _ = augment.augmented_training_set(x, t, copies=3, seed=0, writing_styles=False,
                                            straighten=False)
-    assert all(slant(row.reshape(28, 28)) == pytest.approx(slants[0]) for row in xo)
+    assert np.array_equal(xo[0], x[0])
+    assert all(slant(row.reshape(28, 28)) == pytest.approx(own) for row in xo)
 
 
 def test_augmented_article_net_reads_real_handwriting_better(article_net, mnist_test):
@@ -251,10 +260,30 @@ def test_augmented_article_net_reads_real_handwriting_better(article_net, mnist_
     r = real_digits.evaluate({"plain": article_net, "augmented": net})
     plain, augmented = r["fastmnist/plain"], r["fastmnist/augmented"]
     print(real_digits.report_table(r))
-    assert augmented["accuracy"] >= 0.93  # 0.945 measured (0.941 to 0.945 over three seeds)
+    assert augmented["accuracy"] >= 0.93  # 0.937 measured (0.937 to 0.941 over three seeds)
     assert augmented["accuracy"] > plain["accuracy"]
     ones = augmented["by_digit"]["1"]
-    assert ones[0] >= 0.85 * ones[1]  # flagged and footed 1s: 22/22 measured, plain net 12/22
+    assert ones[0] >= 0.85 * ones[1]  # flagged and footed 1s: 21/22 measured, plain net 13/22
+
+
+def test_the_augmented_net_still_reads_mnist_as_written(mnist_test):
+    """Trained on the first 8,000 MNIST digits and their default copies (the digits
+    straightened, a quarter of the rows at their own slant), the net reads the 2,000 held-back
+    digits, which nobody straightened, about as well as the plain net does."""
+    from fastmnist.augment import augmented_training_set
+
+    images, labels = mnist_test
+    x = images.reshape(-1, 784)
+    xa, ta = augmented_training_set(x[:8000], labels[:8000], seed=0)
+    augmented = TwoLayerNet(seed=0, device="cpu")
+    train(augmented, xa, ta, iters=10_000, seed=0, quiet=True)
+    plain = TwoLayerNet(seed=0, device="cpu")
+    train(plain, x[:8000], labels[:8000], iters=10_000, seed=0, quiet=True)
+    held = x[8000:].astype(np.float32) / 255
+    a, p = augmented.accuracy(held, labels[8000:]), plain.accuracy(held, labels[8000:])
+    print(f"2,000 held-back MNIST digits: augmented net {a:.3f}, plain net {p:.3f}")
+    assert a >= 0.93  # 0.953 measured
+    assert a >= p - 0.02
 
 
 def test_the_bytes_of_a_file_read_as_the_file_does(article_net, tmp_path):
