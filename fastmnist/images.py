@@ -60,8 +60,9 @@ def open_image(source, max_side: int | None = WORK_SIDE) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(fp)
-            if max_side:
-                image.draft(None, (max_side, max_side))  # JPEG: decode at 1/2, 1/4 or 1/8 size
+            if max_side:  # JPEG: decode at 1/2, 1/4 or 1/8 size, as far as reduced() goes
+                factor = -(-max(image.size) // max_side)
+                image.draft(None, (-(-image.size[0] // factor), -(-image.size[1] // factor)))
             w, h = image.size
             if w * h > MAX_PIXELS:
                 raise too_large(name, f"{w} x {h} pixels")
@@ -137,6 +138,20 @@ def work_side(shape: tuple[int, ...]) -> int:
     return int(np.clip(WORK_SIDE * np.sqrt(max(h, w) / max(min(h, w), 1)), WORK_SIDE, DETAIL_SIDE))
 
 
+def reduced(image: Image.Image, max_side: int) -> Image.Image:
+    """``image`` upright (EXIF orientation applied) and, when larger than ``max_side``, reduced
+    by a whole factor, averaging blocks of its 8-bit pixels (far cheaper than resampling it in
+    floats): an opaque colour or grey photo to at most ``max_side`` (a 4000-pixel photo to
+    2000), other modes (transparency, palettes, deep greys) to at least it."""
+    image = ImageOps.exif_transpose(image)
+    side = max(image.size)
+    if image.mode in ("RGB", "L"):
+        factor = -(-side // max_side)
+    else:
+        factor = side // max_side if side > 2 * max_side else 1
+    return image.reduce(factor) if factor > 1 else image
+
+
 def load_rgb(source, max_side: int | None = None) -> np.ndarray:
     """``source`` (a path, the bytes of an image file, a PIL image, or an array) as float32 RGB
 
@@ -147,9 +162,7 @@ def load_rgb(source, max_side: int | None = None) -> np.ndarray:
         rgba = as_float_rgba(source)
     else:
         image = source if isinstance(source, Image.Image) else open_image(source, max_side)
-        if max_side and max(image.size) > 2 * max_side:  # cheap integer reduction first
-            image = image.reduce(max(image.size) // max_side)
-        rgba = as_rgba(image)
+        rgba = as_rgba(reduced(image, max_side) if max_side else image)
     rgb = flatten_alpha(rgba)
     return fit_size(rgb, max_side, 1) if max_side else rgb
 

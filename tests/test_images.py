@@ -238,6 +238,34 @@ def test_a_1_cropped_tight_with_soft_edges_is_read(mnist_test, trained):
     assert right >= 0.9 * len(read)  # 91 of 97 (before: 88 of 92)
 
 
+def test_a_phone_size_photo_is_reduced_before_it_becomes_floats(mnist_test, trained, tmp_path):
+    """A 4032x3024 photo (a phone's 12 megapixels) is decoded at half size (JPEG) or halved on
+    its 8-bit pixels (PNG, and after EXIF rotation), never turned into floats at full size, and
+    reads as the same page photographed at 2016x1512."""
+    from fastmnist.images import DETAIL_SIDE, load_rgb, open_image
+
+    images, labels = mnist_test
+    i = 8001
+    rng = np.random.default_rng(0)
+    page = np.clip(0.9 + rng.normal(0, 0.02, (3024, 4032)), 0, 1)
+    ink = np.asarray(Image.fromarray(images[i]).resize((900, 900), Image.Resampling.BILINEAR)) / 255.0
+    page[1062:1962, 1566:2466] -= 0.75 * ink
+    photo = Image.fromarray(np.uint8(255 * np.clip(page, 0, 1))).convert("RGB")
+    small = preprocess_image(photo.resize((2016, 1512), Image.Resampling.BOX))
+    jpeg, png, turned = tmp_path / "phone.jpg", tmp_path / "phone.png", tmp_path / "turned.jpg"
+    photo.save(jpeg, quality=90)
+    photo.save(png)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # the camera was held upright: the pixels lie on their side
+    photo.transpose(Image.Transpose.ROTATE_90).save(turned, quality=90, exif=exif)
+    assert open_image(jpeg, DETAIL_SIDE).size == (2016, 1512)
+    for path in (jpeg, png, turned):
+        assert load_rgb(path, DETAIL_SIDE).shape == (1512, 2016, 3)
+        read = preprocess_image(path)
+        assert photo_eval.similarity(read, small) > 0.95
+        assert trained.predict(read.reshape(1, 784)).argmax() == labels[i]
+
+
 def test_a_number_written_along_ruled_lines_is_split_as_on_blank_paper(mnist_test, trained):
     from fastmnist.images import read_number
 
