@@ -6,10 +6,9 @@ Real handwriting differs from MNIST's by slant, size, wobble and pen, and a phot
 The training digits themselves and most copies are straightened the same way, the copies
 with a small random rotation, scale and shift (a 50-unit net then spends its capacity on
 shapes, not slants); the other copies come from the digit as written with a wider rotation,
-shear, scale and shift. All often get
-an elastic distortion (Simard et al., 2003: a random displacement field smoothed by a
-Gaussian), and sometimes a pen that is thicker, thinner or redrawn the way
-:mod:`fastmnist.strokes` redraws photos.
+shear, scale and shift. All often get an elastic distortion (Simard et al., 2003: a random
+displacement field smoothed by a Gaussian), and sometimes a pen that is thicker, thinner or
+redrawn the way :mod:`fastmnist.strokes` redraws photos.
 """
 from __future__ import annotations
 

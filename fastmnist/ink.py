@@ -210,9 +210,9 @@ def runs_along_frame(b: Blob, shape) -> bool:
             or ((b.top == 0 or b.bottom == h) and b.width >= 0.8 * w))
 
 
-def fills_frame(b: Blob, shape) -> bool:
-    """Spans the picture both ways: the digit of a crop tight round it."""
-    return b.height >= 0.9 * shape[0] and b.width >= 0.9 * shape[1]
+def spans_picture(height: int, width: int, shape) -> bool:
+    """Spans the picture both ways, as the digit of a crop tight round it does."""
+    return height >= 0.9 * shape[0] and width >= 0.9 * shape[1]
 
 
 def is_filled(b: Blob, labels: np.ndarray) -> bool:
@@ -234,19 +234,19 @@ def gap(a: tuple, b: Blob) -> float:
     return float(np.hypot(dy, dx))
 
 
-def substantial(pieces: list[Blob], labels: np.ndarray) -> list[Blob]:
+def substantial(pieces: list[Blob], labels: np.ndarray, tight: bool = False) -> list[Blob]:
     """Pieces that may be handwriting: no page edges or solid patches (unless nothing else is
-    left), and no specks."""
+    left, or, in a picture ``tight`` round its digit, the piece spans it), and no specks."""
     shape = labels.shape
     side = max(shape)
     strokes = [b for b in pieces if not (is_page_edge(b, shape) or is_filled(b, labels))]
     if any(max(b.height, b.width) >= 0.03 * side for b in strokes):
         pieces = strokes
     else:  # a digit in a tight crop touches the frame, a bold one may run along it, but its
-        # strokes leave paper inside its box, which a shadow or the table beside the page fills;
-        # a narrow 1 cropped tight fills its box too, but spans the whole picture
+        # strokes leave paper inside its box, which a shadow or the table beside the page fills
+        # (a narrow 1 cropped tight fills its box too, but spans the whole picture)
         pieces = [b for b in pieces if not runs_along_frame(b, shape)
-                  or b.area < SOLID * b.height * b.width or fills_frame(b, shape)]
+                  or b.area < SOLID * b.height * b.width or (tight and spans_picture(b.height, b.width, shape))]
     if not pieces:
         return []
     biggest = max(b.area * b.strength for b in pieces)  # ink, counted by its contrast
@@ -387,8 +387,9 @@ def find_digits(rgb: np.ndarray, several: bool | None = None):
     ``several=False`` returns the one digit nearest the centre, ``True`` every digit on the
     line, ``None`` decides: several when two or more digit-sized groups stand side by side.
     Where ink and paper cover the picture about evenly and no digit is found, the picture is
-    taken for a crop tight round a bold digit (a narrow 1, whose grey edges blur the two tones):
-    strokes spanning it are looked for in the tone first taken for ink, then in the other. Raises :class:`NoDigitError` when nothing digit-like is found.
+    taken for a crop tight round a bold digit (a narrow 1, whose grey edges blur the two
+    tones): strokes spanning it are looked for in the tone first taken for ink, then in the
+    other. Raises :class:`NoDigitError` when nothing digit-like is found.
     """
     tone = ink_tone(rgb)
     try:
@@ -398,22 +399,20 @@ def find_digits(rgb: np.ndarray, several: bool | None = None):
             raise
         for dark in (tone.dark, not tone.dark):  # ink covering half the picture is bold
             try:
-                found, (top, bottom, left, right) = digits_in(rgb, Tone(dark, True, False), several)
+                return digits_in(rgb, Tone(dark, True, False), several, tight=True)
             except NoDigitError:
-                continue
-            h, w = rgb.shape[:2]  # ... and a crop that tight spans the picture: paper does not
-            if bottom - top >= 0.9 * h and right - left >= 0.9 * w:
-                return found, (top, bottom, left, right)
+                pass
         raise
 
 
-def digits_in(rgb: np.ndarray, tone: Tone, several: bool | None):
-    """:func:`find_digits` with the ink's ``tone`` given."""
+def digits_in(rgb: np.ndarray, tone: Tone, several: bool | None, tight: bool = False):
+    """:func:`find_digits` with the ink's ``tone`` given; ``tight``: the picture is a crop
+    tight round the digit, whose ink must span it (the paper of such a crop does not)."""
     c = contrast(rgb, tone)
     noise = noise_level(c, tone.bold)
     mask, c = without_lines(ink_mask(c, noise), c, noise)
     labels, pieces = blobs(mask, c)
-    pieces = without_boxes_and_underlines(substantial(pieces, labels))
+    pieces = without_boxes_and_underlines(substantial(pieces, labels, tight))
     if not pieces or max(max(b.height, b.width) for b in pieces) < 0.025 * max(mask.shape):
         raise no_digit("only specks and noise stand out from the background")
     groups = [centre_group(pieces, mask.shape)]
@@ -424,4 +423,6 @@ def digits_in(rgb: np.ndarray, tone: Tone, several: bool | None):
     every = [b for g in groups for b in g]
     box = (min(b.top for b in every), max(b.bottom for b in every),
            min(b.left for b in every), max(b.right for b in every))
+    if tight and not spans_picture(box[1] - box[0], box[3] - box[2], mask.shape):
+        raise no_digit("the image looks blank (nothing stands out from the background)")
     return [group_ink(labels, g, c) for g in groups], box

@@ -248,7 +248,8 @@ def test_a_phone_size_photo_is_reduced_before_it_becomes_floats(mnist_test, trai
     i = 8001
     rng = np.random.default_rng(0)
     page = np.clip(0.9 + rng.normal(0, 0.02, (3024, 4032)), 0, 1)
-    ink = np.asarray(Image.fromarray(images[i]).resize((900, 900), Image.Resampling.BILINEAR)) / 255.0
+    ink = np.asarray(Image.fromarray(images[i]).resize((900, 900), Image.Resampling.BILINEAR))
+    ink = ink / 255.0
     page[1062:1962, 1566:2466] -= 0.75 * ink
     photo = Image.fromarray(np.uint8(255 * np.clip(page, 0, 1))).convert("RGB")
     small = preprocess_image(photo.resize((2016, 1512), Image.Resampling.BOX))
