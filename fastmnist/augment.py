@@ -147,6 +147,13 @@ def jitter(image: np.ndarray, rng: np.random.Generator, *, rotate: float = 8.0,
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
+def in_range(rows: np.ndarray, scale: float) -> np.ndarray:
+    """Rows in 0..1 brought back to the training set's range: 0..``scale``, rounded to whole
+    pixel values when that is 255."""
+    rows = rows * scale
+    return np.round(rows) if scale != 1.0 else rows
+
+
 def augmented_training_set(x: np.ndarray, t: np.ndarray, copies: int = COPIES, seed=None,
                            writing_styles: bool = True, straighten: bool = True):
     """``x`` (N, 784) 0..1 (float, or uint8 0..255) and labels ``t`` (N,) or one-hot, with
@@ -173,14 +180,12 @@ def augmented_training_set(x: np.ndarray, t: np.ndarray, copies: int = COPIES, s
     if straight is None or copies < 3:  # the digits as written are the own-slant rows
         out[:len(images)] = x.reshape(len(images), 784)
     else:
-        rows = straight.reshape(len(images), 784) * scale
-        out[:len(images)] = np.round(rows) if scale != 1.0 else rows
+        out[:len(images)] = in_range(straight.reshape(len(images), 784), scale)
     for k in range(1, copies + 1):
         own_slant = straight is None or k % 3 == 0
         source, spread = (images, OWN_SLANT) if own_slant else (straight, STRAIGHT)
         for i, image in enumerate(source):
             if writing_styles:
                 image = written_style(image, int(labels[i]), rng)
-            row = jitter(image, rng, **spread).reshape(784) * scale
-            out[k * len(images) + i] = np.round(row) if scale != 1.0 else row
+            out[k * len(images) + i] = in_range(jitter(image, rng, **spread).reshape(784), scale)
     return out, np.concatenate([t] * (copies + 1))

@@ -61,8 +61,8 @@ def open_image(source, max_side: int | None = WORK_SIDE) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(fp)
             if max_side:  # JPEG: decode at 1/2, 1/4 or 1/8 size, as far as reduced() goes
-                factor = -(-max(image.size) // max_side)
-                image.draft(None, (-(-image.size[0] // factor), -(-image.size[1] // factor)))
+                factor = ceil_div(max(image.size), max_side)
+                image.draft(None, tuple(ceil_div(n, factor) for n in image.size))
             w, h = image.size
             if w * h > MAX_PIXELS:
                 raise too_large(name, f"{w} x {h} pixels")
@@ -138,6 +138,10 @@ def work_side(shape: tuple[int, ...]) -> int:
     return int(np.clip(WORK_SIDE * np.sqrt(max(h, w) / max(min(h, w), 1)), WORK_SIDE, DETAIL_SIDE))
 
 
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
 def reduced(image: Image.Image, max_side: int) -> Image.Image:
     """``image`` upright (EXIF orientation applied) and, when larger than ``max_side``, reduced
     by a whole factor, averaging blocks of its 8-bit pixels (far cheaper than resampling it in
@@ -146,7 +150,7 @@ def reduced(image: Image.Image, max_side: int) -> Image.Image:
     image = ImageOps.exif_transpose(image)
     side = max(image.size)
     if image.mode in ("RGB", "L"):
-        factor = -(-side // max_side)
+        factor = ceil_div(side, max_side)
     else:
         factor = side // max_side if side > 2 * max_side else 1
     return image.reduce(factor) if factor > 1 else image

@@ -24,6 +24,7 @@ SMOOTH = 0.5
 CRISP = 0.85  # tones this far apart (Otsu's share of the variance) are ink and paper
 PATCH = 0.5  # a thick piece at the edge filling this share of its box may be a shadow...
 SOLID = 0.7  # ... and one filling this share is one even when nothing else is left
+BLANK = "the image looks blank (nothing stands out from the background)"
 TWO_TONES = 0.7  # smoothed tones split this cleanly (noise: 0.64) may be ink and paper
 
 
@@ -102,16 +103,16 @@ def contrast(rgb: np.ndarray, tone: Tone) -> np.ndarray:
     return np.clip(drop, 0.0, 1.0).astype(np.float32)
 
 
-def noise_level(c: np.ndarray, bold: bool = False) -> tuple[float, float]:
+def noise_level(c: np.ndarray, tight: bool = False) -> tuple[float, float]:
     """The paper's typical contrast and its spread (median, robust sigma). Ink is usually a
     small minority; where it covers over a quarter of the picture in a clearly separate tone,
-    or the ink's tone is ``bold`` (a crop tight round the digit), the paper is measured alone,
-    below Otsu's cut."""
+    or the picture is searched as a crop ``tight`` round its digit, the paper is measured
+    alone, below Otsu's cut."""
     paper = c
     if np.ptp(c) > 0:
         cut = otsu(c)
         below = c[c < cut]
-        if bold or (below.size < 0.75 * c.size and separation(c, cut) > CRISP):
+        if tight or (below.size < 0.75 * c.size and separation(c, cut) > CRISP):
             paper = below
     med = float(np.median(paper))
     return med, float(1.4826 * np.median(np.abs(paper - med)))
@@ -141,7 +142,7 @@ def ink_mask(c: np.ndarray, noise: tuple[float, float]) -> np.ndarray:
     from skimage.filters import apply_hysteresis_threshold
 
     if c.max() < MIN_CONTRAST:
-        raise no_digit("the image looks blank (nothing stands out from the background)")
+        raise no_digit(BLANK)
     med, sigma = noise
     floor = med + NOISE_SIGMAS * sigma
     high = max(otsu(c[c > floor]) if np.any(c > floor) else 1.0, floor, MIN_CONTRAST)
@@ -149,7 +150,7 @@ def ink_mask(c: np.ndarray, noise: tuple[float, float]) -> np.ndarray:
     low = max(0.5 * high, med + 3 * sigma, 0.6 * MIN_CONTRAST)
     mask = apply_hysteresis_threshold(c, low, high)
     if not mask.any():
-        raise no_digit("the image looks blank (nothing stands out from the background)")
+        raise no_digit(BLANK)
     return mask
 
 
@@ -246,7 +247,8 @@ def substantial(pieces: list[Blob], labels: np.ndarray, tight: bool = False) -> 
         # strokes leave paper inside its box, which a shadow or the table beside the page fills
         # (a narrow 1 cropped tight fills its box too, but spans the whole picture)
         pieces = [b for b in pieces if not runs_along_frame(b, shape)
-                  or b.area < SOLID * b.height * b.width or (tight and spans_picture(b.height, b.width, shape))]
+                  or b.area < SOLID * b.height * b.width
+                  or (tight and spans_picture(b.height, b.width, shape))]
     if not pieces:
         return []
     biggest = max(b.area * b.strength for b in pieces)  # ink, counted by its contrast
@@ -409,7 +411,7 @@ def digits_in(rgb: np.ndarray, tone: Tone, several: bool | None, tight: bool = F
     """:func:`find_digits` with the ink's ``tone`` given; ``tight``: the picture is a crop
     tight round the digit, whose ink must span it (the paper of such a crop does not)."""
     c = contrast(rgb, tone)
-    noise = noise_level(c, tone.bold)
+    noise = noise_level(c, tight)
     mask, c = without_lines(ink_mask(c, noise), c, noise)
     labels, pieces = blobs(mask, c)
     pieces = without_boxes_and_underlines(substantial(pieces, labels, tight))
@@ -424,5 +426,5 @@ def digits_in(rgb: np.ndarray, tone: Tone, several: bool | None, tight: bool = F
     box = (min(b.top for b in every), max(b.bottom for b in every),
            min(b.left for b in every), max(b.right for b in every))
     if tight and not spans_picture(box[1] - box[0], box[3] - box[2], mask.shape):
-        raise no_digit("the image looks blank (nothing stands out from the background)")
+        raise no_digit(BLANK)
     return [group_ink(labels, g, c) for g in groups], box
