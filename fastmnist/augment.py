@@ -18,7 +18,8 @@ from scipy import ndimage
 from .strokes import PEN, fit_frame, redraw, straightened_frame, stroke_width
 
 COPIES = 3  # default copies per digit: see README (real-handwriting accuracy by copies)
-STYLES = {"flag": 0.55, "foot": 0.35, "crossbar": 0.35, "slash": 0.15}  # chance per copy
+# chance per copy; the curled 9s' hook only on straightened copies (see augmented_training_set)
+STYLES = {"flag": 0.55, "foot": 0.35, "crossbar": 0.35, "slash": 0.15, "hook": 0.75}
 STRAIGHT = {"rotate": 5.0, "shear": 0.0, "scale": 0.05, "shift": 0.75}  # copies of straightened digits
 OWN_SLANT = {"rotate": 8.0, "shear": 0.2, "scale": 0.1, "shift": 1.2}  # copies at the digit's own slant
 CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)
@@ -88,14 +89,18 @@ def ink_ends(mask: np.ndarray):
     return (top, x_at(top)), (bottom, x_at(bottom)), bottom - top + 1, x_at
 
 
-def written_style(image: np.ndarray, label: int, rng: np.random.Generator) -> np.ndarray:
+def written_style(image: np.ndarray, label: int, rng: np.random.Generator,
+                  styles: dict | None = None) -> np.ndarray:
     """The digit as many people outside North America write it, MNIST's origin: some 1s with
-    a flag and a foot, some 7s crossed, some 0s slashed. Other digits come back unchanged.
+    a flag and a foot, some 7s crossed, some 0s slashed, some 9s with a tail curled to the
+    left. Other digits come back unchanged.
 
     The strokes are added at 4x with the digit's own pen and the result is framed as MNIST
-    frames digits (20-pixel box, centre of mass in the middle).
+    frames digits (20-pixel box, centre of mass in the middle). ``styles`` holds each style's
+    chance (:data:`STYLES` by default).
     """
-    if label not in (0, 1, 7):
+    chance = STYLES if styles is None else styles
+    if label not in (0, 1, 7, 9):
         return image
     big = ndimage.zoom(image, 4, order=1)
     mask = big > 0.5
@@ -105,19 +110,24 @@ def written_style(image: np.ndarray, label: int, rng: np.random.Generator) -> np
     (ty, tx), (by, bx), height, x_at = ink_ends(mask)
     strokes = []
     if label == 1:
-        if rng.random() < STYLES["flag"]:  # the flag: down and to the left from the top
+        if rng.random() < chance["flag"]:  # the flag: down and to the left from the top
             angle, length = np.deg2rad(rng.uniform(15, 60)), rng.uniform(0.2, 0.45) * height
             strokes.append(((ty, tx), (ty + length * np.sin(angle), tx - length * np.cos(angle))))
-        if rng.random() < STYLES["foot"]:  # the foot: a base centred under the stem
+        if rng.random() < chance["foot"]:  # the foot: a base centred under the stem
             half = rng.uniform(0.15, 0.35) * height
             strokes.append(((by, bx - half), (by, bx + half)))
-    elif label == 7 and rng.random() < STYLES["crossbar"]:  # the crossbar, across the stem at mid height
+    elif label == 7 and rng.random() < chance["crossbar"]:  # the crossbar, across the stem at mid height
         y = ty + rng.uniform(0.45, 0.6) * height
         x, half = x_at(y), rng.uniform(0.15, 0.3) * height
         strokes.append(((y, x - half), (y + rng.uniform(-0.05, 0.05) * height, x + half)))
-    elif label == 0 and rng.random() < STYLES["slash"]:  # the slash, corner to corner through the oval
+    elif label == 0 and rng.random() < chance["slash"]:  # the slash, corner to corner through the oval
         cols = np.flatnonzero(mask.any(axis=0))
         strokes.append(((by + 0.05 * height, cols[0]), (ty - 0.05 * height, cols[-1])))
+    elif label == 9 and rng.random() < chance["hook"]:  # the tail bent left and up, under the stem
+        drop, reach = rng.uniform(0.0, 0.08) * height, rng.uniform(0.2, 0.38) * height
+        bend = (by + drop, bx - 0.55 * reach)
+        strokes.append(((by - 0.04 * height, bx), bend))
+        strokes.append((bend, (by - rng.uniform(0.05, 0.2) * height, bx - reach)))
     if not strokes:
         return image
     pad = int(0.5 * height)
@@ -165,8 +175,10 @@ def augmented_training_set(x: np.ndarray, t: np.ndarray, copies: int = COPIES, s
     (:data:`STRAIGHT`); every third copy keeps the digit's own slant and is varied more
     (:data:`OWN_SLANT`), so the net still reads MNIST's own digits as they are (with fewer than
     three copies, the digits themselves stay as written for that). ``writing_styles`` adds to
-    the copies the flagged 1s, crossed 7s and slashed 0s MNIST lacks (see
-    :func:`written_style`). Both assume handwritten digits: pass False for other datasets.
+    the copies the flagged 1s, crossed 7s, slashed 0s and curled 9s MNIST lacks (see
+    :func:`written_style`); the curled 9s only to straightened copies, so that the own-slant
+    rows still show MNIST's 9s as written. Both assume handwritten digits: pass False for
+    other datasets.
     """
     if not isinstance(copies, (int, np.integer)) or copies < 0:
         raise ValueError(f"copies must be a whole number >= 0, got {copies!r}")
@@ -184,8 +196,9 @@ def augmented_training_set(x: np.ndarray, t: np.ndarray, copies: int = COPIES, s
     for k in range(1, copies + 1):
         own_slant = straight is None or k % 3 == 0
         source, spread = (images, OWN_SLANT) if own_slant else (straight, STRAIGHT)
+        styles = {**STYLES, "hook": 0.0} if own_slant else STYLES
         for i, image in enumerate(source):
             if writing_styles:
-                image = written_style(image, int(labels[i]), rng)
+                image = written_style(image, int(labels[i]), rng, styles)
             out[k * len(images) + i] = in_range(jitter(image, rng, **spread).reshape(784), scale)
     return out, np.concatenate([t] * (copies + 1))

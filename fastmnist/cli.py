@@ -151,7 +151,7 @@ def cmd_train(args) -> int:
         from .augment import augmented_training_set
 
         with interruptible("while augmenting the training set"):
-            # straightened digits, flagged 1s, crossed 7s and slashed 0s only where the
+            # straightened digits and the flagged 1s, crossed 7s... only where the
             # images are handwritten digits
             digits = args.dataset == "mnist"
             x, t = augmented_training_set(x, t, seed=args.seed, writing_styles=digits,
