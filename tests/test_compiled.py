@@ -69,6 +69,54 @@ def test_a_numba_that_fails_to_import_gives_one_warning_and_the_numpy_step(monke
         np.testing.assert_array_equal(net.params[k], ref.params[k])
 
 
+def numpy_ships_its_openblas() -> bool:
+    """Whether this NumPy is a wheel that carries its own OpenBLAS (scipy-openblas)."""
+    blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    return "scipy-openblas" in str(blas.get("name", ""))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_whole_step_is_one_call_through_numpys_own_blas(dtype, monkeypatch):
+    """Where NumPy ships its OpenBLAS, compiled code calls that same library (no second copy,
+    one thread setting) and a step is one compiled call; its numbers are in test_steps.py."""
+    pytest.importorskip("numba")
+    from fastmnist.steps import numba_kernels
+
+    path = numba_kernels.numpy_gemm_library()
+    assert (path is not None) == numpy_ships_its_openblas()
+    real = compiled.kernel(dtype)
+    assert (real.step is not None) == (path is not None)
+    if path is None:
+        return
+    calls = []
+    spy = real._replace(step=lambda *a: calls.append(1) or real.step(*a))
+    monkeypatch.setattr(compiled, "kernel", lambda name: spy)
+    x, t = small_problem(n=300, d=784, seed=1)
+    net = TwoLayerNet(seed=0, device="cpu", dtype=dtype)
+    step = compiled.CompiledStep(net.params, net.as_input(x), net.as_labels(t, 300), 0.5, 20)
+    losses = np.zeros((5, 20), net.dtype)
+    for i in range(5):
+        step(np.arange(20) + 20 * i, losses, i)
+    assert step.compiled and len(calls) == 5 and np.isfinite(losses).all()
+
+
+def test_a_whole_step_that_disagrees_is_dropped_too(monkeypatch):
+    pytest.importorskip("numba")
+    real = compiled.kernel("float32")
+
+    def off(x, W1, *rest):
+        W1 *= 1.01  # weights off by 1% before the step: far beyond rounding
+        real.step(x, W1, *rest) if real.step is not None else None
+
+    monkeypatch.setattr(compiled, "kernel", lambda name: real._replace(step=off))
+    x, t = small_problem(n=300, d=784, seed=1)
+    net = TwoLayerNet(seed=0, device="cpu")
+    step = compiled.CompiledStep(net.params, net.as_input(x), net.as_labels(t, 300), 0.5, 20)
+    with pytest.warns(RuntimeWarning, match="first step differs from the NumPy step"):
+        step(np.arange(20), np.zeros((1, 20), np.float32), 0)
+    assert not step.compiled
+
+
 def wrong_kernels(dtype_name):
     """Python stand-ins for the compiled passes, with a sigmoid that is off."""
     def sigmoid(a1, b1a, za):

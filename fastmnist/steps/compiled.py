@@ -1,14 +1,18 @@
-"""The CPU step with its element-wise work compiled (Numba; ``pip install 'fastmnist[fast]'``).
+"""The CPU step as one compiled call (Numba; ``pip install 'fastmnist[fast]'``).
 
 At batch 100, :class:`~fastmnist.steps.cpu.CpuStep` spends a good part of a step in the fixed
-cost of its twenty-odd NumPy calls. :class:`CompiledStep` keeps the five products in NumPy
-(``np.matmul``, NumPy's BLAS) and fuses everything between them into three compiled passes:
-bias and sigmoid; softmax, cross-entropy and the output gradient; the sigmoid's derivative and
-b1's update. Each releases the GIL, so the pipeline's helper thread runs beside it.
+cost of its twenty-odd NumPy calls and in passes that only subtract an update from a weight.
+:class:`CompiledStep` takes the whole step in one compiled call (:func:`.numba_kernels.step`):
+its five products call ``gemm`` in the very OpenBLAS that NumPy ships and calls (found through
+threadpoolctl, linked by name, so compiled code and NumPy share one library and one thread
+setting), each weight update is taken by its product itself (``W -= a b`` as BLAS's
+``c = -a b + c``), and everything between the products runs as three fused loops: bias and
+sigmoid; softmax, cross-entropy and the output gradient; the sigmoid's derivative and b1's
+update. It releases the GIL, so the pipeline's helper thread runs beside it. Where NumPy uses
+another BLAS, the products stay NumPy calls and only the three loops are compiled.
 
-Measured and dropped: the whole step as one ``@njit`` call, its products through Numba's
-``np.dot``, was slower than NumPy: Numba calls SciPy's BLAS, 10 to 18% slower than NumPy's on
-these shapes, which cost more than the fused passes save.
+Measured and dropped before: the products through Numba's own ``np.dot``, which calls SciPy's
+BLAS, 10 to 18% slower than NumPy's on these shapes.
 
 The sigmoid's ``exp`` in float32 is a Cephes-style polynomial (within 1 ulp of ``exp``) that the
 compiler vectorises; Numba's own ``exp`` is a scalar libm call per number, which costs more than
@@ -19,11 +23,12 @@ Trust, but check: the first step of every :class:`CompiledStep` is also taken by
 from the same weights, and results beyond float rounding make it warn once and step with NumPy
 from then on. So does a Numba that fails to import or to compile.
 
-It is off unless ``FASTMNIST_COMPILED=1``: on the article's workload it did not pay. The
-passes alone are about 10% faster than NumPy's at batch 100 (one BLAS thread, medians of
-interleaved runs), but a whole ``train()`` of 10,000 steps in a fresh process was 5 to 15% slower
-with it (Numba's import, about a second, and the first compile or cache load fall inside the
-run; the overlapped steps gained nothing measurable). Without Numba it is silently not used.
+It is off unless ``FASTMNIST_COMPILED=1``. A step at batch 100 takes what its products alone
+take (198 against 200 us on one thread, NumPy's step 247 us), and the article's workload in one
+process runs 0.88x the NumPy step's time (median of 5 runs of ``bench_workload.py``: 1.35x the
+matmul floor against 1.55x). But Numba's import and loading the cached step cost about 0.6 s
+per process, which a fresh 10,000-step ``train()`` does not earn back; longer runs do. Without
+Numba it is silently not used.
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ import importlib.util
 import os
 import warnings
 from functools import lru_cache
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -63,14 +69,23 @@ def _import_numba():
     return numba_kernels
 
 
+class Kernels(NamedTuple):
+    """The compiled passes, and the whole step in one call where NumPy's BLAS can be called
+    from compiled code (else None)."""
+    sigmoid: Callable
+    softmax: Callable
+    derivative: Callable
+    step: Callable | None = None
+
+
 @lru_cache(maxsize=None)
-def kernel(dtype_name: str):
-    """The three compiled passes ``(sigmoid, softmax, derivative)`` (see :mod:`.numba_kernels`;
-    Numba compiles them for ``dtype_name`` on their first call, or loads them from its cache)."""
+def kernel(dtype_name: str) -> Kernels:
+    """The compiled passes and whole step (see :mod:`.numba_kernels`; Numba compiles them for
+    ``dtype_name`` on their first call, or loads them from its cache)."""
     if dtype_name not in ("float32", "float64"):
         raise TypeError(f"the compiled step is for float32 and float64, not {dtype_name}")
     k = _import_numba()
-    return k.sigmoid, k.softmax, k.derivative
+    return Kernels(k.sigmoid, k.softmax, k.derivative, k.step if k.GEMM else None)
 
 
 class CompiledStep(CpuStep):
@@ -94,8 +109,12 @@ class CompiledStep(CpuStep):
         self._kernel(batch, losses[i])
 
     def _kernel(self, batch, loss) -> None:
-        sigmoid, softmax, derivative = self.kernel
+        sigmoid, softmax, derivative = self.kernel[:3]
         W1, b1a, W2a, y, dz = self.params["W1"], self.b1a, self.W2a, self.y, self.dz1
+        whole = self.kernel[3] if len(self.kernel) > 3 else None
+        if whole is not None and W1.flags.c_contiguous and batch.x.flags.c_contiguous:
+            return whole(batch.x, W1, b1a, W2a, self.a1, self.za, y, dz, self.gb1a, batch.flat,
+                         loss, self.scale)
         h = W1.shape[1]
         np.matmul(batch.x, W1, out=self.a1)
         sigmoid(self.a1, b1a, self.za)

@@ -1,14 +1,21 @@
 """The compiled passes of :class:`~fastmnist.steps.compiled.CompiledStep` (imports Numba: load
-this module only through :func:`fastmnist.steps.compiled.kernel`).
+this module only through :func:`fastmnist.steps.compiled.kernel`), and the whole step as one
+compiled call, its products through the very BLAS library NumPy calls.
 
 Compiled once per dtype and cached on disk (Numba's ``cache=True``), so a new process loads
 them instead of compiling them again.
 """
 from __future__ import annotations
 
+import ctypes
+
+import llvmlite.binding as llvm
 import numba
 import numpy as np
+from numba import types
 from numba.extending import overload
+
+from ..system import blas_libraries
 
 FLAGS = {"nogil": True, "fastmath": True, "error_model": "numpy", "cache": True}
 
@@ -89,3 +96,81 @@ def derivative(dz, za, gb1a):
             d = dr[k] * (zr[k] - zr[k] * zr[k])
             dr[k] = d
             gb1a[k] += d
+
+
+def numpy_gemm_library() -> str | None:
+    """The file of the OpenBLAS that NumPy's own wheels ship and call (``scipy_cblas_?gemm64_``),
+    or None where NumPy uses another BLAS."""
+    for info in blas_libraries():
+        path = info.get("filepath") or ""
+        if "numpy" in path.replace("\\", "/").split("/site-packages/")[-1]:
+            try:
+                lib = ctypes.CDLL(path)
+            except OSError:
+                continue
+            if hasattr(lib, "scipy_cblas_sgemm64_") and hasattr(lib, "scipy_cblas_dgemm64_"):
+                return path
+    return None
+
+
+def link_gemm() -> bool:
+    """Make NumPy's ``gemm`` callable from compiled code: True where that worked."""
+    path = numpy_gemm_library()
+    if path is None:
+        return False
+    try:
+        llvm.load_library_permanently(path)  # already loaded by NumPy: the same code and threads
+    except RuntimeError:  # llvmlite's error for a library it cannot open
+        return False
+    return True
+
+
+GEMM = link_gemm()
+ROW_MAJOR, N, T = 101, 111, 112  # CBLAS's order and transpose codes
+
+
+def _cblas(name: str, real):
+    p = types.CPointer(real)
+    return types.ExternalFunction(name, types.void(types.int32, types.int32, types.int32,
+                                                   types.int64, types.int64, types.int64, real,
+                                                   p, types.int64, p, types.int64, real, p,
+                                                   types.int64))
+
+
+sgemm = _cblas("scipy_cblas_sgemm64_", types.float32)
+dgemm = _cblas("scipy_cblas_dgemm64_", types.float64)
+
+
+def gemm(ta, tb, alpha, a, b, beta, c):
+    """c = alpha op(a) op(b) + beta c on C-ordered 2-D arrays; ``ta``, ``tb`` are N or T."""
+
+
+@overload(gemm)
+def _gemm(ta, tb, alpha, a, b, beta, c):
+    call = sgemm if a.dtype == numba.float32 else dgemm
+
+    def run(ta, tb, alpha, a, b, beta, c):
+        m, n = c.shape
+        k = a.shape[0] if ta == T else a.shape[1]
+        call(ROW_MAJOR, ta, tb, m, n, k, alpha, a.ctypes, a.shape[1], b.ctypes, b.shape[1],
+             beta, c.ctypes, n)
+    return run
+
+
+@numba.njit(**FLAGS)
+def step(x, W1, b1a, W2a, a1, za, y, dz, gb1a, flat, loss, scale):
+    """One SGD step of CompiledStep in one call; all arrays C-ordered. ``W2a`` ``(H + 1, C)``
+    holds b2 as its last row; ``dz`` is ``(B, H)``. Each update is taken by its product itself:
+    BLAS's ``c = alpha a b + beta c`` with alpha -1 and beta 1 is ``W -= a b`` in one pass."""
+    h = W1.shape[1]
+    one, zero, minus = W1.dtype.type(1.0), W1.dtype.type(0.0), W1.dtype.type(-1.0)
+    gemm(N, N, one, x, W1, zero, a1)
+    sigmoid(a1, b1a, za)
+    gemm(N, N, one, za, W2a, zero, y)  # logits (B, C), b2 included
+    softmax(y, flat, loss, scale)
+    gemm(N, T, one, y, W2a[:h], zero, dz)  # from W2 before its update
+    gemm(T, N, minus, za, y, one, W2a)
+    derivative(dz, za, gb1a)
+    gemm(T, N, minus, x, dz, one, W1)
+    for k in range(h):
+        b1a[k] -= gb1a[k]
