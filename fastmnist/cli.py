@@ -151,8 +151,7 @@ def cmd_train(args) -> int:
         from .augment import augmented_training_set
 
         with interruptible("while augmenting the training set"):
-            # straightened digits and the flagged 1s, crossed 7s... only where the
-            # images are handwritten digits
+            # straightening and writing styles only where the images are handwritten digits
             digits = args.dataset == "mnist"
             x, t = augmented_training_set(x, t, seed=args.seed, writing_styles=digits,
                                           straighten=digits)

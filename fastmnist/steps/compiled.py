@@ -97,6 +97,8 @@ class CompiledStep(CpuStep):
         b, h = batch_size, self.params["W1"].shape[1]
         dt = self.dtype
         self.kernel = kernel(np.dtype(dt).name)  # ImportError and the like: see make_step
+        if not self.params["W1"].flags.c_contiguous:  # the whole step's gemm wants C order
+            self.kernel = self.kernel._replace(step=None)
         self.a1, self.dz1 = np.empty((b, h), dt), np.empty((b, h), dt)  # contiguous (B, H)
         self.y = np.empty((b, self.classes), dt)
         self.compiled, self.checked = True, False
@@ -109,10 +111,9 @@ class CompiledStep(CpuStep):
         self._kernel(batch, losses[i])
 
     def _kernel(self, batch, loss) -> None:
-        sigmoid, softmax, derivative = self.kernel[:3]
+        sigmoid, softmax, derivative, whole = self.kernel
         W1, b1a, W2a, y, dz = self.params["W1"], self.b1a, self.W2a, self.y, self.dz1
-        whole = self.kernel[3] if len(self.kernel) > 3 else None
-        if whole is not None and W1.flags.c_contiguous and batch.x.flags.c_contiguous:
+        if whole is not None:  # batch.x is a C-ordered buffer of CpuBatch
             return whole(batch.x, W1, b1a, W2a, self.a1, self.za, y, dz, self.gb1a, batch.flat,
                          loss, self.scale)
         h = W1.shape[1]
