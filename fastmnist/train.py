@@ -341,18 +341,20 @@ class Loop:
 
 def make_step(fast, net, x, t, learning_rate, batch_size, cuda_graph=True):
     """The step for this backend, on training rows ``x`` with integer labels ``t``: fused kernels
-    (and a CUDA graph) for float32 on a GPU, the buffered step elsewhere on CuPy, the tuned NumPy
-    step on the CPU (its element-wise passes threaded for batches of 4,096 rows or more when
-    two or more cores are free to it), or the plain array-API step when ``fast`` is False."""
+    (and a CUDA graph) for float32 on a GPU, the buffered step elsewhere on CuPy; on the CPU the
+    compiled step where it was built (else the tuned NumPy step), or the NumPy step's
+    element-wise passes threaded for batches of 4,096 rows or more when two or more cores are
+    free to it; the plain array-API step when ``fast`` is False."""
     if fast and net.xp is np:
         threads = thread_budget()
         if worth_threading(batch_size, threads):
             return ThreadedStep(net.params, x, t, learning_rate, batch_size, threads)
-        if compiled.wanted():
+        if compiled.setting() != "off":
             try:
                 return compiled.CompiledStep(net.params, x, t, learning_rate, batch_size)
-            except Exception as exc:  # noqa: BLE001 - Numba broken: NumPy does the same job
-                compiled.unavailable(exc)
+            except Exception as exc:  # noqa: BLE001 - not built, or no OpenBLAS: NumPy does it
+                if compiled.setting() == "on":
+                    compiled.unavailable(exc)
         return CpuStep(net.params, x, t, learning_rate, batch_size)
     onehot = one_hot(t, net.sizes[2], net.dtype)
     if fast and net.backend.is_cuda and net.dtype_name == "float32":

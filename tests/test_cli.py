@@ -81,6 +81,10 @@ def test_gradcheck_and_info(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "NumPy" in out and "device used by default" in out
+    from fastmnist.steps import compiled
+
+    built = compiled.library_file() and compiled.numpy_gemm_library()
+    assert ("CPU training step: compiled" if built else "CPU training step: NumPy") in out
 
 
 def test_console_script_help():

@@ -1,11 +1,14 @@
-"""The optional compiled step (Numba): picked by train() with FASTMNIST_COMPILED=1 where Numba is
-installed, never otherwise; a Numba that fails to import or compile, or a kernel whose first step
-disagrees with NumPy's, makes it warn once and train with the NumPy step. Its numbers against the
-plain step are in tests/test_steps.py."""
+"""The compiled CPU step (C, built with the package): train() takes it by default where it was
+built and NumPy ships its OpenBLAS, never with FASTMNIST_COMPILED=0; a step that is not built,
+fails, or disagrees with NumPy's on its first step leaves training to the NumPy step, with a
+warning where it was asked for or went wrong. Its numbers against the plain step are in
+tests/test_steps.py."""
 import json
 import os
+import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -19,54 +22,12 @@ from tests.conftest import assert_agree, small_problem
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(**kw):
+def run(dtype="float32", **kw):
     x, t = small_problem(n=300, d=784, seed=1)
-    net = TwoLayerNet(seed=0, device="cpu")
-    h = train(net, x.astype(np.float32), t, iters=30, batch_size=20, seed=0, quiet=True,
+    net = TwoLayerNet(seed=0, device="cpu", dtype=dtype)
+    h = train(net, x.astype(dtype), t, iters=30, batch_size=20, seed=0, quiet=True,
               overlap=False, **kw)
     return net, h
-
-
-def test_train_picks_the_compiled_step_where_asked_and_numba_is(monkeypatch):
-    pytest.importorskip("numba")
-    monkeypatch.setenv("FASTMNIST_COMPILED", "1")
-    assert compiled.wanted()
-    net, h = run()
-    assert h.config["step"] == "CompiledStep"
-    monkeypatch.setenv("FASTMNIST_COMPILED", "0")
-    ref, href = run()
-    assert href.config["step"] == "CpuStep"
-    assert_agree(net.params, ref.params, steps=30, batch=20)
-
-
-@pytest.mark.parametrize("value", [None, "0", "off", ""])
-def test_it_is_off_unless_asked_for(monkeypatch, value):
-    if value is None:
-        monkeypatch.delenv("FASTMNIST_COMPILED", raising=False)
-    else:
-        monkeypatch.setenv("FASTMNIST_COMPILED", value)
-    assert not compiled.wanted()
-    assert run()[1].config["step"] == "CpuStep"
-
-
-def test_a_numba_that_fails_to_import_gives_one_warning_and_the_numpy_step(monkeypatch):
-    def broken():
-        raise ImportError("numba's llvmlite does not load")
-
-    monkeypatch.setattr(compiled, "wanted", lambda: True)
-    monkeypatch.setattr(compiled, "_import_numba", broken)
-    compiled.kernel.cache_clear()
-    try:
-        with pytest.warns(RuntimeWarning, match="compiled CPU step is unavailable.*llvmlite") as w:
-            net, h = run()
-    finally:
-        compiled.kernel.cache_clear()
-    assert len(w) == 1 and h.config["step"] == "CpuStep"
-    assert np.isfinite(h.loss).all()
-    monkeypatch.setattr(compiled, "wanted", lambda: False)
-    ref, _ = run()  # the same numbers as the NumPy step's
-    for k in ref.params:
-        np.testing.assert_array_equal(net.params[k], ref.params[k])
 
 
 def numpy_ships_its_openblas() -> bool:
@@ -75,138 +36,157 @@ def numpy_ships_its_openblas() -> bool:
     return "scipy-openblas" in str(blas.get("name", ""))
 
 
+def available() -> bool:
+    return compiled.library_file() is not None and compiled.numpy_gemm_library() is not None
+
+
+def test_the_package_build_compiles_it_where_there_is_a_c_compiler():
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(compiler) is None:
+        pytest.skip(f"no C compiler ({compiler}) here: the build leaves the compiled step out")
+    assert compiled.library_file() is not None, "setup.py did not build fastmnist.steps._compiled_step"
+    # and it calls NumPy's own gemm where NumPy ships OpenBLAS (its wheels do)
+    assert (compiled.numpy_gemm_library() is not None) == numpy_ships_its_openblas()
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_the_whole_step_is_one_call_through_numpys_own_blas(dtype, monkeypatch):
-    """Where NumPy ships its OpenBLAS, compiled code calls that same library (no second copy,
-    one thread setting) and a step is one compiled call; its numbers are in test_steps.py."""
-    pytest.importorskip("numba")
-    from fastmnist.steps import numba_kernels
+def test_train_takes_the_compiled_step_by_default_and_not_when_switched_off(monkeypatch, dtype):
+    if not available():
+        pytest.skip("the compiled step is not available here (see the test above)")
+    monkeypatch.delenv("FASTMNIST_COMPILED", raising=False)
+    net, h = run(dtype)
+    assert h.config["step"] == "CompiledStep"
+    monkeypatch.setenv("FASTMNIST_COMPILED", "0")
+    ref, href = run(dtype)
+    assert href.config["step"] == "CpuStep"
+    assert_agree(net.params, ref.params, steps=30, batch=20, dtype=dtype)
 
-    path = numba_kernels.numpy_gemm_library()
-    assert (path is not None) == numpy_ships_its_openblas()
-    real = compiled.kernel(dtype)
-    assert (real.step is not None) == (path is not None)
-    if path is None:
-        return
-    calls = []
-    spy = real._replace(step=lambda *a: calls.append(1) or real.step(*a))
-    monkeypatch.setattr(compiled, "kernel", lambda name: spy)
+
+@pytest.mark.parametrize("value,expected", [(None, "auto"), ("", "auto"), ("0", "off"),
+                                            ("off", "off"), ("1", "on"), ("yes", "on")])
+def test_the_switch(monkeypatch, value, expected):
+    if value is None:
+        monkeypatch.delenv("FASTMNIST_COMPILED", raising=False)
+    else:
+        monkeypatch.setenv("FASTMNIST_COMPILED", value)
+    assert compiled.setting() == expected
+
+
+def not_built(monkeypatch):
+    monkeypatch.setattr(compiled, "library_file", lambda: None)
+    compiled.kernel.cache_clear()
+
+
+@pytest.mark.filterwarnings("error")
+def test_where_it_is_not_built_training_takes_the_numpy_step_silently(monkeypatch):
+    not_built(monkeypatch)
+    monkeypatch.delenv("FASTMNIST_COMPILED", raising=False)
+    try:
+        net, h = run()
+    finally:
+        compiled.kernel.cache_clear()
+    assert h.config["step"] == "CpuStep" and np.isfinite(h.loss).all()
+
+
+def test_asked_for_where_it_is_not_built_it_says_why_once_and_numpy_steps(monkeypatch):
+    not_built(monkeypatch)
+    monkeypatch.setenv("FASTMNIST_COMPILED", "1")
+    try:
+        with pytest.warns(RuntimeWarning, match="compiled CPU step is unavailable.*not built") as w:
+            net, h = run()
+    finally:
+        compiled.kernel.cache_clear()
+    assert len(w) == 1 and h.config["step"] == "CpuStep"
+    monkeypatch.setenv("FASTMNIST_COMPILED", "0")
+    ref, _ = run()  # the same numbers as the NumPy step's
+    for k in ref.params:
+        np.testing.assert_array_equal(net.params[k], ref.params[k])
+
+
+def make_step(net, batch=20):
     x, t = small_problem(n=300, d=784, seed=1)
-    net = TwoLayerNet(seed=0, device="cpu", dtype=dtype)
-    step = compiled.CompiledStep(net.params, net.as_input(x), net.as_labels(t, 300), 0.5, 20)
-    losses = np.zeros((5, 20), net.dtype)
-    for i in range(5):
-        step(np.arange(20) + 20 * i, losses, i)
-    assert step.compiled and len(calls) == 5 and np.isfinite(losses).all()
-    net.params["W1"] = np.asfortranarray(net.params["W1"])  # gemm is called on C order only
-    fortran = compiled.CompiledStep(net.params, net.as_input(x), net.as_labels(t, 300), 0.5, 20)
-    fortran(np.arange(20), losses, 0)
-    assert fortran.compiled and fortran.kernel.step is None and len(calls) == 5
+    return compiled.CompiledStep(net.params, net.as_input(x), net.as_labels(t, 300), 0.5, batch)
 
 
-def test_a_whole_step_that_disagrees_is_dropped_too(monkeypatch):
-    pytest.importorskip("numba")
+def numpy_steps(rows):
+    x, t = small_problem(n=300, d=784, seed=1)
+    net = TwoLayerNet(seed=0, device="cpu")
+    step = CpuStep(net.params, net.as_input(x), net.as_labels(t, 300), 0.5, 20)
+    losses = np.zeros((len(rows), 20), np.float32)
+    for i, r in enumerate(rows):
+        step(r, losses, i)
+    return net.params
+
+
+@pytest.mark.parametrize("fault", ["disagrees", "raises"])
+def test_a_compiled_step_that_goes_wrong_on_its_first_step_is_dropped(monkeypatch, fault):
+    if not available():
+        pytest.skip("the compiled step is not available here")
     real = compiled.kernel("float32")
-    if real.step is None:
-        pytest.skip("this NumPy does not ship OpenBLAS: there is no whole step to check")
+    holder = {}
 
-    def off(x, W1, *rest):
-        W1 *= 1.01  # weights off by 1% before the step: far beyond rounding
-        real.step(x, W1, *rest)
+    def off(*args):
+        if fault == "raises":
+            raise OSError("a broken library")
+        real.call(*args)
+        holder["W1"] *= 1.01  # 1% off: far beyond rounding
 
-    monkeypatch.setattr(compiled, "kernel", lambda name: real._replace(step=off))
-    x, t = small_problem(n=300, d=784, seed=1)
+    monkeypatch.setattr(compiled, "kernel", lambda name: real._replace(call=off))
     net = TwoLayerNet(seed=0, device="cpu")
-    step = compiled.CompiledStep(net.params, net.as_input(x), net.as_labels(t, 300), 0.5, 20)
-    with pytest.warns(RuntimeWarning, match="first step differs from the NumPy step"):
-        step(np.arange(20), np.zeros((1, 20), np.float32), 0)
-    assert not step.compiled
-
-
-def wrong_kernels(dtype_name):
-    """Python stand-ins for the compiled passes, with a sigmoid that is off."""
-    def sigmoid(a1, b1a, za):
-        za[:, :-1] = 1 / (1 + np.exp(-(a1 + b1a[:-1]))) * 1.01
-        za[:, -1] = 1
-
-    def softmax(y, flat, loss, scale):
-        b = y.shape[0]
-        target = (flat - np.arange(b)) // b
-        y -= y.max(axis=1, keepdims=True)
-        pt = y[np.arange(b), target]
-        np.exp(y, out=y)
-        s = y.sum(axis=1, keepdims=True)
-        loss[...] = np.log(s[:, 0]) - pt
-        y *= scale / s
-        y[np.arange(b), target] -= scale
-
-    def derivative(dz, za, gb1a):
-        dz *= za[:, :-1] * (1 - za[:, :-1])
-        gb1a[:-1] = dz.sum(axis=0)
-        gb1a[-1] = 0
-
-    return compiled.Kernels(sigmoid, softmax, derivative)  # no whole step: the passes are used
-
-
-def test_a_kernel_that_disagrees_on_its_first_step_is_dropped(monkeypatch):
-    monkeypatch.setattr(compiled, "kernel", wrong_kernels)
-    x, t = small_problem(n=300, d=784, seed=1)
+    step = make_step(net)
+    holder["W1"] = step.params["W1"]
     rows = np.random.default_rng(0).integers(0, 300, (10, 20))
-    params = {}
-    for name, cls in (("compiled", compiled.CompiledStep), ("numpy", CpuStep)):
-        net = TwoLayerNet(seed=0, device="cpu")
-        step = cls(net.params, net.as_input(x), net.as_labels(t, 300), 0.5, 20)
-        losses = np.zeros((10, 20), np.float32)
-        if name == "compiled":
-            with pytest.warns(RuntimeWarning, match="first step differs from the NumPy step"):
-                step(rows[0], losses, 0)
-            assert not step.compiled
-        else:
-            step(rows[0], losses, 0)
-        for i in range(1, 10):
-            step(rows[i], losses, i)
-        params[name] = net.params
-    for k in params["numpy"]:  # the fallback took every step, the first one included
-        np.testing.assert_array_equal(params["compiled"][k], params["numpy"][k])
+    losses = np.zeros((10, 20), np.float32)
+    why = "first step differs from the NumPy step" if fault == "disagrees" else "broken library"
+    with pytest.warns(RuntimeWarning, match=why):
+        step(rows[0], losses, 0)
+    assert not step.compiled
+    for i in range(1, 10):
+        step(rows[i], losses, i)
+    expected = numpy_steps(rows)
+    for k in expected:  # the fallback took every step, the first one included
+        np.testing.assert_array_equal(net.params[k], expected[k])
 
 
-def test_the_right_kernels_in_python_pass_the_check(monkeypatch):
-    """The check is not so strict that a correct implementation fails it: the stand-ins above,
-    without their error, are accepted."""
-    def right(dtype_name):
-        def exact_sigmoid(a1, b1a, za):
-            za[:, :-1] = 1 / (1 + np.exp(-(a1 + b1a[:-1])))
-            za[:, -1] = 1
-
-        return wrong_kernels(dtype_name)._replace(sigmoid=exact_sigmoid)
-
-    monkeypatch.setattr(compiled, "kernel", right)
-    x, t = small_problem(n=300, d=784, seed=1)
+def test_every_step_is_one_compiled_call_and_any_weight_layout_works(monkeypatch):
+    if not available():
+        pytest.skip("the compiled step is not available here")
+    real = compiled.kernel("float32")
+    calls = []
+    monkeypatch.setattr(compiled, "kernel",
+                        lambda name: real._replace(call=lambda *a: calls.append(1) or real.call(*a)))
+    rows = np.random.default_rng(0).integers(0, 300, (10, 20))
     net = TwoLayerNet(seed=0, device="cpu")
-    step = compiled.CompiledStep(net.params, net.as_input(x), net.as_labels(t, 300), 0.5, 20)
-    step(np.arange(20), np.zeros((1, 20), np.float32), 0)
-    assert step.compiled and step.checked
+    net.params["W1"] = np.asfortranarray(net.params["W1"])  # the C code takes C order: a copy
+    step = make_step(net)
+    losses = np.zeros((10, 20), np.float32)
+    for i in range(10):
+        step(rows[i], losses, i)
+    assert step.compiled and len(calls) == 10 and net.params["W1"].flags.c_contiguous
+    assert_agree(net.params, numpy_steps(rows), steps=10, batch=20)
 
 
 CHILD = """
-import json, sys, warnings
-sys.modules["numba"] = None  # as if Numba were not installed
-warnings.simplefilter("error")  # and no warning about it
+import json, sys, time
+t0 = time.perf_counter()
 import numpy as np
 from fastmnist import TwoLayerNet, train
-from fastmnist.steps import compiled
 rng = np.random.default_rng(0)
 x, t = rng.random((300, 784), dtype=np.float32), rng.integers(0, 10, 300)
 h = train(TwoLayerNet(seed=0, device="cpu"), x, t, iters=20, batch_size=20, seed=0, quiet=True)
-print(json.dumps({"wanted": compiled.wanted(), "step": h.config["step"], "loss": h.loss}))
+print(json.dumps({"step": h.config["step"], "modules": sorted(m for m in sys.modules
+                  if m.split(".")[0] in ("numba", "llvmlite", "cffi"))}))
 """
 
 
-def test_without_numba_training_takes_the_numpy_step_silently():
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "FASTMNIST_COMPILED": "1"}
+def test_a_fresh_process_takes_it_without_loading_a_compiler():
+    """The reason it is C and not Numba: a new process pays nothing to load it."""
+    if not available():
+        pytest.skip("the compiled step is not available here")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("FASTMNIST_COMPILED", None)
     out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, env=env,
                          timeout=300)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.splitlines()[-1])
-    assert result["wanted"] is False and result["step"] == "CpuStep"
-    assert np.isfinite(result["loss"]).all()
+    assert result == {"step": "CompiledStep", "modules": []}

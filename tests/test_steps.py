@@ -18,13 +18,12 @@ STEPS_MADE = []  # compiled steps, to check that they did not fall back to NumPy
 def make(kind, net, x, t, lr=LR):
     if kind == "cpu":
         return CpuStep(net.params, x, t, lr, BATCH)
-    if kind.startswith("compiled"):
-        pytest.importorskip("numba")
-        from fastmnist.steps.compiled import CompiledStep
+    if kind == "compiled":
+        from fastmnist.steps import compiled
 
-        step = CompiledStep(net.params, x, t, lr, BATCH)
-        if kind == "compiled-passes":  # the passes between NumPy's products, not the whole step
-            step.kernel = step.kernel._replace(step=None)
+        if compiled.library_file() is None:  # test_compiled.py checks it is built where it can be
+            pytest.skip("the compiled step was not built here (no C compiler at install)")
+        step = compiled.CompiledStep(net.params, x, t, lr, BATCH)
         STEPS_MADE.append(step)
         return step
     if kind == "threaded":  # 3 threads: blocks of 6, 7 and 7 rows
@@ -46,7 +45,7 @@ def run(kind, x, t, dtype="float32", lr=LR):
     return net, losses
 
 
-@pytest.mark.parametrize("kind", ["cpu", "buffered", "threaded", "compiled", "compiled-passes"])
+@pytest.mark.parametrize("kind", ["cpu", "buffered", "threaded", "compiled"])
 def test_fast_steps_match_the_plain_step(kind):
     x, t = small_problem(n=200, d=784, seed=1)
     x = x.astype(np.float32)
@@ -70,7 +69,7 @@ def test_the_bound_catches_a_step_that_is_slightly_wrong():
         assert_agree(off.params, plain.params, steps=STEPS, batch=BATCH)
 
 
-@pytest.mark.parametrize("kind", ["cpu", "threaded", "compiled", "compiled-passes"])
+@pytest.mark.parametrize("kind", ["cpu", "threaded", "compiled"])
 def test_cpu_steps_in_float64_match_to_double_precision(kind):
     x, t = small_problem(n=200, d=784, seed=1)
     fast, fast_losses = run(kind, x, t, "float64")

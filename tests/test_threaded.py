@@ -19,7 +19,7 @@ from fastmnist.steps.threaded import Team, ThreadedStep, thread_budget
 from tests.conftest import small_problem
 
 ROOT = Path(__file__).resolve().parents[1]
-SERIAL = ("CpuStep", "CompiledStep")  # the latter where Numba is installed
+SERIAL = ("CpuStep", "CompiledStep")  # the latter where it was built
 
 
 def tile_threads():

@@ -4,8 +4,8 @@
   :class:`BufferedCount` (preallocated, NumPy or CuPy);
 - :mod:`.cpu`: the NumPy step tuned for the CPU; :mod:`.pipeline`: its helper thread;
   :mod:`.threaded`: the same step and the full-set scorer with their element-wise passes split
-  over the cores, for large batches; :mod:`.compiled`: an opt-in step whose passes are compiled
-  by Numba (:mod:`.numba_kernels`);
+  over the cores, for large batches; :mod:`.compiled`: the whole step as one call of C built with
+  the package (``compiled_step.c``), the default where it was built;
 - :mod:`.cuda` and :mod:`.kernels`: the CuPy step, its fused kernels and their self-checks.
 
 Only :mod:`.generic` loads with the package; the others are imported where they are chosen.

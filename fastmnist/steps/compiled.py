@@ -1,106 +1,148 @@
-"""The CPU step as one compiled call (Numba; ``pip install 'fastmnist[fast]'``).
+"""The CPU step as one compiled call: C built with the package, called through ctypes.
 
 At batch 100, :class:`~fastmnist.steps.cpu.CpuStep` spends a good part of a step in the fixed
 cost of its twenty-odd NumPy calls and in passes that only subtract an update from a weight.
-:class:`CompiledStep` takes the whole step in one compiled call (:func:`.numba_kernels.step`):
-its five products call ``gemm`` in the very OpenBLAS that NumPy ships and calls (found through
-threadpoolctl, linked by name, so compiled code and NumPy share one library and one thread
+:class:`CompiledStep` takes the whole step in one call of ``compiled_step.c``: its five
+products call ``gemm`` in the very OpenBLAS that NumPy ships and calls (found through
+threadpoolctl, its address handed to the C code, so both share one library and one thread
 setting), each weight update is taken by its product itself (``W -= a b`` as BLAS's
-``c = -a b + c``), and everything between the products runs as three fused loops: bias and
-sigmoid; softmax, cross-entropy and the output gradient; the sigmoid's derivative and b1's
-update. It releases the GIL, so the pipeline's helper thread runs beside it. Where NumPy uses
-another BLAS, the products stay NumPy calls and only the three loops are compiled.
+``c = -a b + c``), and everything between the products runs as three fused loops. ctypes
+releases the GIL around the call, so the pipeline's helper thread runs beside it.
 
-Measured and dropped before: the products through Numba's own ``np.dot``, which calls SciPy's
-BLAS, 10 to 18% slower than NumPy's on these shapes.
-
-The sigmoid's ``exp`` in float32 is a Cephes-style polynomial (within 1 ulp of ``exp``) that the
-compiler vectorises; Numba's own ``exp`` is a scalar libm call per number, which costs more than
-all of NumPy's call overhead. float64 uses the exact ``exp``. The passes live in
-:mod:`.numba_kernels`, imported only here, on first use.
+It is the default wherever the package's build compiled it (``setup.py``; it needs a C compiler)
+and NumPy carries its own OpenBLAS (its wheels do). Elsewhere, or with ``FASTMNIST_COMPILED=0``,
+training takes the NumPy step; ``FASTMNIST_COMPILED=1`` insists, and warns where it cannot.
 
 Trust, but check: the first step of every :class:`CompiledStep` is also taken by the NumPy step
 from the same weights, and results beyond float rounding make it warn once and step with NumPy
-from then on. So does a Numba that fails to import or to compile.
+from then on.
 
-It is off unless ``FASTMNIST_COMPILED=1``. A step at batch 100 takes what its products alone
-take (198 against 200 us on one thread, NumPy's step 247 us), and the article's workload in one
-process runs 0.88x the NumPy step's time (median of 5 runs of ``bench_workload.py``: 1.35x the
-matmul floor against 1.55x). But Numba's import and loading the cached step cost about 0.6 s
-per process, which a fresh 10,000-step ``train()`` does not earn back; longer runs do. Without
-Numba it is silently not used.
+Measured and dropped before: the same step compiled by Numba (as fast once loaded, but Numba's
+import and its cached code's loading cost 0.7 to 1 s per process, more than a 10,000-step run
+gains), and the products through SciPy's BLAS (10 to 18% slower than NumPy's on these shapes).
 """
 from __future__ import annotations
 
-import importlib.util
+import ctypes
+import importlib.machinery
 import os
 import warnings
 from functools import lru_cache
+from pathlib import Path
 from typing import Callable, NamedTuple
 
 import numpy as np
 
 from ..agreement import disagreement, terms_per_step, tolerance
+from ..system import blas_libraries
 from .cpu import CpuStep
 
 ENV_SWITCH = "FASTMNIST_COMPILED"
+LIBRARY = "_compiled_step"  # the extension module setup.py builds from compiled_step.c
+OFF, ON = ("0", "off", "false", "no"), ("1", "on", "true", "yes")
 
 
-def wanted() -> bool:
-    """Whether to try the compiled step: asked for (``FASTMNIST_COMPILED=1``) and Numba is
-    installed."""
-    if os.environ.get(ENV_SWITCH, "").strip().lower() not in ("1", "true", "yes", "on"):
-        return False
-    try:
-        return importlib.util.find_spec("numba") is not None
-    except (ImportError, ValueError):  # a numba module blocked or half-removed
-        return False
+def setting() -> str:
+    """``"off"``, ``"on"`` (insisted on) or ``"auto"`` (the default), from FASTMNIST_COMPILED."""
+    value = os.environ.get(ENV_SWITCH, "").strip().lower()
+    return "off" if value in OFF else "on" if value in ON else "auto"
 
 
 def unavailable(exc: BaseException) -> None:
     warnings.warn(f"fastmnist: the compiled CPU step is unavailable ({type(exc).__name__}: "
-                  f"{exc}); training goes on with the NumPy step. Unset {ENV_SWITCH} to skip it "
+                  f"{exc}); training goes on with the NumPy step. Set {ENV_SWITCH}=0 to skip it "
                   "and this warning.", RuntimeWarning, stacklevel=3)
 
 
-def _import_numba():
-    from . import numba_kernels
+def numpy_gemm_library() -> str | None:
+    """The file of the OpenBLAS that NumPy's own wheels ship and call (``scipy_cblas_?gemm64_``),
+    or None where NumPy uses another BLAS."""
+    for info in blas_libraries():
+        path = info.get("filepath") or ""
+        if "numpy" in path.replace("\\", "/").split("/site-packages/")[-1]:
+            try:
+                lib = ctypes.CDLL(path)
+            except OSError:
+                continue
+            if hasattr(lib, "scipy_cblas_sgemm64_") and hasattr(lib, "scipy_cblas_dgemm64_"):
+                return path
+    return None
 
-    return numba_kernels
+
+def library_file() -> Path | None:
+    """The built ``compiled_step.c`` beside this module, or None where it was not built."""
+    here = Path(__file__).parent
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        if (here / (LIBRARY + suffix)).is_file():
+            return here / (LIBRARY + suffix)
+    return None
 
 
-class Kernels(NamedTuple):
-    """The compiled passes, and the whole step in one call where NumPy's BLAS can be called
-    from compiled code (else None)."""
-    sigmoid: Callable
-    softmax: Callable
-    derivative: Callable
-    step: Callable | None = None
+class Step(NamedTuple):
+    """The compiled step for one dtype and the address of the ``gemm`` it calls."""
+    call: Callable
+    gemm: int
+    real: type  # ctypes.c_float or ctypes.c_double
 
 
 @lru_cache(maxsize=None)
-def kernel(dtype_name: str) -> Kernels:
-    """The compiled passes and whole step (see :mod:`.numba_kernels`; Numba compiles them for
-    ``dtype_name`` on their first call, or loads them from its cache)."""
+def kernel(dtype_name: str) -> Step:
+    """The compiled step for ``dtype_name``; raises ``OSError`` saying why where there is none."""
     if dtype_name not in ("float32", "float64"):
         raise TypeError(f"the compiled step is for float32 and float64, not {dtype_name}")
-    k = _import_numba()
-    return Kernels(k.sigmoid, k.softmax, k.derivative, k.step if k.GEMM else None)
+    path = library_file()
+    if path is None:
+        raise OSError(f"{LIBRARY} was not built (it needs a C compiler when fastmnist is "
+                      "installed: reinstall with one, e.g. pip install --force-reinstall .)")
+    blas = numpy_gemm_library()
+    if blas is None:
+        raise OSError("NumPy does not use the OpenBLAS its wheels ship, whose gemm the step calls")
+    f32 = dtype_name == "float32"
+    real = ctypes.c_float if f32 else ctypes.c_double
+    call = getattr(ctypes.CDLL(str(path)), "fastmnist_step_f32" if f32 else "fastmnist_step_f64")
+    pointer, size = ctypes.c_void_p, ctypes.c_int64
+    # gemm, B, D, H, C, W1, b1a, W2a, a1, za, y, dz, gb1a, scale, x, flat, loss
+    call.argtypes = [pointer] + [size] * 4 + [pointer] * 8 + [real] + [pointer] * 3
+    call.restype = None
+    gemm = getattr(ctypes.CDLL(blas), "scipy_cblas_sgemm64_" if f32 else "scipy_cblas_dgemm64_")
+    return Step(call, ctypes.cast(gemm, ctypes.c_void_p).value, real)
+
+
+def describe() -> str:
+    """Which CPU step training takes, and why, in one line (for ``fastmnist info``)."""
+    if setting() == "off":
+        return f"NumPy ({ENV_SWITCH}=0)"
+    try:
+        kernel("float32")
+    except OSError as exc:
+        return f"NumPy (the compiled step is unavailable: {exc})"
+    return f"compiled ({library_file().name}, gemm from {Path(numpy_gemm_library()).name})"
+
+
+def address(a: np.ndarray) -> ctypes.c_void_p:
+    return ctypes.c_void_p(a.ctypes.data)
 
 
 class CompiledStep(CpuStep):
     """:class:`~fastmnist.steps.cpu.CpuStep`, computed by one compiled call per step (checked
-    against the NumPy step on the first one; ``compiled`` says which one steps now)."""
+    against the NumPy step on the first one; ``compiled`` says which one steps now).
+
+    ``params["W1"]`` is rebound to a C-ordered copy when it is not one already."""
 
     def __init__(self, params: dict, x, labels, learning_rate: float, batch_size: int):
+        params["W1"] = np.ascontiguousarray(params["W1"])
         super().__init__(params, x, labels, learning_rate, batch_size)
-        b, h = batch_size, self.params["W1"].shape[1]
+        b, (d, h) = batch_size, self.params["W1"].shape
         dt = self.dtype
-        self.kernel = kernel(np.dtype(dt).name)  # ImportError and the like: see make_step
-        if not self.params["W1"].flags.c_contiguous:  # the whole step's gemm wants C order
-            self.kernel = self.kernel._replace(step=None)
+        self.kernel = kernel(np.dtype(dt).name)  # OSError and the like: see make_step
         self.a1, self.dz1 = np.empty((b, h), dt), np.empty((b, h), dt)  # contiguous (B, H)
         self.y = np.empty((b, self.classes), dt)
+        size = ctypes.c_int64
+        buffers = (self.params["W1"], self.b1a, self.W2a, self.a1, self.za, self.y, self.dz1,
+                   self.gb1a)
+        self.fixed = (ctypes.c_void_p(self.kernel.gemm), size(b), size(d), size(h),
+                      size(self.classes), *map(address, buffers), self.kernel.real(self.scale))
+        self.losses, self.loss_base = None, None
         self.compiled, self.checked = True, False
 
     def compute(self, batch, losses, i: int) -> None:
@@ -108,26 +150,21 @@ class CompiledStep(CpuStep):
             return super().compute(batch, losses, i)
         if not self.checked:
             return self._checked_compute(batch, losses, i)
-        self._kernel(batch, losses[i])
+        self._kernel(batch, self.loss_row(losses, i))
 
-    def _kernel(self, batch, loss) -> None:
-        sigmoid, softmax, derivative, whole = self.kernel
-        W1, b1a, W2a, y, dz = self.params["W1"], self.b1a, self.W2a, self.y, self.dz1
-        if whole is not None:  # batch.x is a C-ordered buffer of CpuBatch
-            return whole(batch.x, W1, b1a, W2a, self.a1, self.za, y, dz, self.gb1a, batch.flat,
-                         loss, self.scale)
-        h = W1.shape[1]
-        np.matmul(batch.x, W1, out=self.a1)
-        sigmoid(self.a1, b1a, self.za)
-        np.matmul(self.za, W2a, out=y)  # logits (B, C), b2 included
-        softmax(y, batch.flat, loss, self.scale)
-        np.matmul(self.za.T, y, out=self.gW2a)
-        np.matmul(y, W2a[:h].T, out=dz)
-        derivative(dz, self.za, self.gb1a)
-        np.matmul(batch.x.T, dz, out=self.gW1)
-        W1 -= self.gW1
-        b1a -= self.gb1a  # its last entry stays +inf: gb1a's is 0
-        W2a -= self.gW2a
+    def loss_row(self, losses: np.ndarray, i: int) -> ctypes.c_void_p:
+        """The address of ``losses[i]`` (B,), worked out once per ``losses`` array."""
+        if losses is not self.losses:
+            if not (losses.dtype == self.dtype and losses.strides[-1] == losses.itemsize):
+                raise TypeError(f"losses must be rows of contiguous {np.dtype(self.dtype).name}")
+            self.losses, self.loss_base = losses, losses.ctypes.data
+        return ctypes.c_void_p(self.loss_base + i * losses.strides[0])
+
+    def _kernel(self, batch, loss: ctypes.c_void_p) -> None:
+        where = getattr(batch, "addresses", None)
+        if where is None:  # a CpuBatch's buffers live as long as it does
+            where = batch.addresses = (address(batch.x), address(batch.flat))
+        self.kernel.call(*self.fixed, *where, loss)
 
     def _checked_compute(self, batch, losses, i: int) -> None:
         """The first step, taken by both steps from the same weights: NumPy's result is kept,
@@ -135,10 +172,10 @@ class CompiledStep(CpuStep):
         self.checked = True
         W1, b1, W2a = self.params["W1"], self.params["b1"], self.W2a  # b1: b1a less its +inf
         before = {"W1": W1.copy(), "b1": b1.copy(), "W2": W2a.copy()}
-        loss = losses[i].copy()
+        loss = np.zeros((1, self.batch_size), self.dtype)
         try:
-            self._kernel(batch, loss)
-        except Exception as exc:  # noqa: BLE001 - a compile error surfaces on the first call
+            self._kernel(batch, address(loss))
+        except Exception as exc:  # noqa: BLE001 - whatever goes wrong, NumPy does the job
             problem = exc
         else:
             got = {"W1": W1.copy(), "b1": b1.copy(), "W2": W2a.copy()}
@@ -148,7 +185,7 @@ class CompiledStep(CpuStep):
             sizes = (W1.shape[0], W1.shape[1], W2a.shape[1])
             tol = tolerance(np.dtype(self.dtype).name, terms_per_step(sizes, self.batch_size), 1)
             problem = (disagreement(got, expected, tol, before=before)
-                       or disagreement({"loss": loss}, {"loss": losses[i]}, tol))
+                       or disagreement({"loss": loss[0]}, {"loss": losses[i]}, tol))
             if problem is None:
                 return
             problem = AssertionError(f"its first step differs from the NumPy step's: {problem}")

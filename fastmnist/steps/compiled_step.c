@@ -1,0 +1,130 @@
+/* One SGD step of the 784-H-10 network in one call: fastmnist.steps.compiled loads this
+   library with ctypes, which releases the GIL around the call.
+
+   The five matrix products go to the gemm of the BLAS that NumPy itself calls (its address is
+   handed in), each weight update folded into its product: with alpha = -1 and beta = 1, BLAS's
+   c = alpha a b + beta c is W -= a b in one pass. Between the products run three fused loops:
+   bias and sigmoid; softmax, cross-entropy and the output gradient; the sigmoid's derivative
+   and b1's update. Nothing is allocated.
+
+   Arrays, all C-ordered: W1 (D, H); b1a (H + 1), whose last entry is +inf so that the sigmoid
+   writes the constant 1 in za's last column; W2a (H + 1, C), b2 as its last row; a1 (B, H);
+   za (B, H + 1); y (B, C); dz (B, H); gb1a (H + 1); x (B, D) the batch; flat (B) each row's
+   target as its index in the flattened (C, B) logits, class * B + row (as CpuBatch has it);
+   loss (B) receives log(sum(exp(s))) - s[target] per row. scale is lr / B.
+
+   Built by the package's build (setup.py, optional: without a C compiler fastmnist takes the
+   NumPy step). */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112 };
+
+typedef void (*sgemm_fn)(int, int, int, int64_t, int64_t, int64_t, float, const float *, int64_t,
+                         const float *, int64_t, float, float *, int64_t);
+typedef void (*dgemm_fn)(int, int, int, int64_t, int64_t, int64_t, double, const double *,
+                         int64_t, const double *, int64_t, double, double *, int64_t);
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define VECTOR_CLONES
+#endif
+
+/* exp(x) for the sigmoid in float32: 2^n exp(r), |r| <= ln2 / 2, exp(r) by Cephes' expf
+   polynomial (within 1 ulp of expf), written without calls so the compiler vectorises it. */
+static inline float exp_f32(float x) {
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    int32_t n = (int32_t)(x * 1.44269504088896341f + 127.5f) - 127;
+    float fn = (float)n;
+    float r = x - fn * 0.693359375f + fn * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t bits = (n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* The float32 and float64 steps differ only in their type, exp and gemm: one body, twice. */
+#define STEP_BODY(real, EXP, LOG)                                                               \
+    int64_t r, j, k;                                                                            \
+    const real one = 1, zero = 0, minus = -1;                                                   \
+    gemm(ROW_MAJOR, NO_TRANS, NO_TRANS, b, h, d, one, x, d, W1, h, zero, a1, h);                \
+    sigmoid_##real(b, h, a1, b1a, za);                                                          \
+    gemm(ROW_MAJOR, NO_TRANS, NO_TRANS, b, c, h + 1, one, za, h + 1, W2a, c, zero, y, c);       \
+    for (r = 0; r < b; r++) { /* softmax, loss, and (softmax - onehot) lr / B in place */       \
+        real *yr = y + r * c, m = yr[0], s = 0;                                                 \
+        for (j = 1; j < c; j++) m = yr[j] > m ? yr[j] : m;                                      \
+        const intptr_t t = (flat[r] - r) / b;                                                    \
+        real target = yr[t] - m;                                                     \
+        for (j = 0; j < c; j++) { yr[j] = EXP(yr[j] - m); s += yr[j]; }                         \
+        loss[r] = LOG(s) - target;                                                              \
+        real q = scale / s;                                                                     \
+        for (j = 0; j < c; j++) yr[j] *= q;                                                     \
+        yr[t] -= scale;                                                              \
+    }                                                                                           \
+    gemm(ROW_MAJOR, NO_TRANS, TRANS, b, h, c, one, y, c, W2a, c, zero, dz, h); /* W2 as it was */ \
+    gemm(ROW_MAJOR, TRANS, NO_TRANS, h + 1, c, b, minus, za, h + 1, y, c, one, W2a, c);         \
+    derivative_##real(b, h, dz, za, gb1a);                                                      \
+    gemm(ROW_MAJOR, TRANS, NO_TRANS, d, h, b, minus, x, d, dz, h, one, W1, h);                  \
+    for (k = 0; k < h; k++) b1a[k] -= gb1a[k];
+
+/* za = [sigmoid(a1 + b1), 1] */
+VECTOR_CLONES static void sigmoid_float(int64_t b, int64_t h, const float *a1, const float *b1a,
+                                        float *za) {
+    for (int64_t r = 0; r < b; r++) {
+        const float *ar = a1 + r * h;
+        float *zr = za + r * (h + 1);
+        for (int64_t k = 0; k < h; k++) zr[k] = 1.0f / (1.0f + exp_f32(-(ar[k] + b1a[k])));
+        zr[h] = 1.0f;
+    }
+}
+
+static void sigmoid_double(int64_t b, int64_t h, const double *a1, const double *b1a,
+                           double *za) {
+    for (int64_t r = 0; r < b; r++) {
+        const double *ar = a1 + r * h;
+        double *zr = za + r * (h + 1);
+        for (int64_t k = 0; k < h; k++) zr[k] = 1.0 / (1.0 + exp(-(ar[k] + b1a[k])));
+        zr[h] = 1.0;
+    }
+}
+
+/* dz *= z (1 - z), and gb1a[:H] = its column sums (b1's update) */
+#define DERIVATIVE(real, ATTR)                                                                  \
+    ATTR static void derivative_##real(int64_t b, int64_t h, real *dz, const real *za,          \
+                                       real *gb1a) {                                            \
+        for (int64_t k = 0; k < h; k++) gb1a[k] = 0;                                            \
+        for (int64_t r = 0; r < b; r++) {                                                       \
+            const real *zr = za + r * (h + 1);                                                  \
+            real *dr = dz + r * h;                                                              \
+            for (int64_t k = 0; k < h; k++) {                                                   \
+                real v = dr[k] * (zr[k] - zr[k] * zr[k]);                                       \
+                dr[k] = v;                                                                      \
+                gb1a[k] += v;                                                                   \
+            }                                                                                   \
+        }                                                                                       \
+    }
+DERIVATIVE(float, VECTOR_CLONES)
+DERIVATIVE(double, )
+
+void fastmnist_step_f32(sgemm_fn gemm, int64_t b, int64_t d, int64_t h, int64_t c, float *W1,
+                        float *b1a, float *W2a, float *a1, float *za, float *y, float *dz,
+                        float *gb1a, float scale, const float *x, const intptr_t *flat,
+                        float *loss) {
+    STEP_BODY(float, expf, logf)
+}
+
+void fastmnist_step_f64(dgemm_fn gemm, int64_t b, int64_t d, int64_t h, int64_t c, double *W1,
+                        double *b1a, double *W2a, double *a1, double *za, double *y, double *dz,
+                        double *gb1a, double scale, const double *x, const intptr_t *flat,
+                        double *loss) {
+    STEP_BODY(double, exp, log)
+}
