@@ -77,25 +77,18 @@ static inline float exp_f32(float x) {
     for (k = 0; k < h; k++) b1a[k] -= gb1a[k];
 
 /* za = [sigmoid(a1 + b1), 1] */
-VECTOR_CLONES static void sigmoid_float(int64_t b, int64_t h, const float *a1, const float *b1a,
-                                        float *za) {
-    for (int64_t r = 0; r < b; r++) {
-        const float *ar = a1 + r * h;
-        float *zr = za + r * (h + 1);
-        for (int64_t k = 0; k < h; k++) zr[k] = 1.0f / (1.0f + exp_f32(-(ar[k] + b1a[k])));
-        zr[h] = 1.0f;
+#define SIGMOID(real, EXP, ATTR)                                                                \
+    ATTR static void sigmoid_##real(int64_t b, int64_t h, const real *a1, const real *b1a,      \
+                                    real *za) {                                                 \
+        for (int64_t r = 0; r < b; r++) {                                                       \
+            const real *ar = a1 + r * h;                                                        \
+            real *zr = za + r * (h + 1);                                                        \
+            for (int64_t k = 0; k < h; k++) zr[k] = (real)1 / ((real)1 + EXP(-(ar[k] + b1a[k]))); \
+            zr[h] = 1;                                                                          \
+        }                                                                                       \
     }
-}
-
-static void sigmoid_double(int64_t b, int64_t h, const double *a1, const double *b1a,
-                           double *za) {
-    for (int64_t r = 0; r < b; r++) {
-        const double *ar = a1 + r * h;
-        double *zr = za + r * (h + 1);
-        for (int64_t k = 0; k < h; k++) zr[k] = 1.0 / (1.0 + exp(-(ar[k] + b1a[k])));
-        zr[h] = 1.0;
-    }
-}
+SIGMOID(float, exp_f32, VECTOR_CLONES)
+SIGMOID(double, exp, )
 
 /* dz *= z (1 - z), and gb1a[:H] = its column sums (b1's update) */
 #define DERIVATIVE(real, ATTR)                                                                  \
