@@ -166,6 +166,28 @@ def test_every_step_is_one_compiled_call_and_any_weight_layout_works(monkeypatch
     assert_agree(net.params, numpy_steps(rows), steps=10, batch=20)
 
 
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("batch", [256, 257, 2_000])
+def test_large_batches_step_compiled_and_pass_the_check(batch):
+    """Above 256 rows the updates are not folded into their products (each addition into the
+    weights would round at their scale): the first-step check must pass all the same."""
+    if not available():
+        pytest.skip("the compiled step is not available here")
+    x, t = small_problem(n=3_000, d=784, seed=2)
+    rows = np.random.default_rng(1).integers(0, 3_000, (3, batch))
+    params, steps = {}, {}
+    for cls in (compiled.CompiledStep, CpuStep):
+        net = TwoLayerNet(seed=0, device="cpu")
+        step = steps[cls.__name__] = cls(net.params, net.as_input(x), net.as_labels(t, 3_000),
+                                         0.5, batch)
+        losses = np.zeros((3, batch), np.float32)
+        for i in range(3):
+            step(rows[i], losses, i)
+        params[cls.__name__] = net.params
+    assert steps["CompiledStep"].compiled
+    assert_agree(params["CompiledStep"], params["CpuStep"], steps=3, batch=batch)
+
+
 CHILD = """
 import json, sys, time
 t0 = time.perf_counter()

@@ -101,8 +101,8 @@ def kernel(dtype_name: str) -> Step:
     real = ctypes.c_float if f32 else ctypes.c_double
     call = getattr(ctypes.CDLL(str(path)), "fastmnist_step_f32" if f32 else "fastmnist_step_f64")
     pointer, size = ctypes.c_void_p, ctypes.c_int64
-    # gemm, B, D, H, C, W1, b1a, W2a, a1, za, y, dz, gb1a, scale, x, flat, loss
-    call.argtypes = [pointer] + [size] * 4 + [pointer] * 8 + [real] + [pointer] * 3
+    # gemm, B, D, H, C, W1, b1a, W2a, a1, za, y, dz, gb1a, gW1, gW2a, scale, x, flat, loss
+    call.argtypes = [pointer] + [size] * 4 + [pointer] * 10 + [real] + [pointer] * 3
     call.restype = None
     gemm = getattr(ctypes.CDLL(blas), "scipy_cblas_sgemm64_" if f32 else "scipy_cblas_dgemm64_")
     return Step(call, ctypes.cast(gemm, ctypes.c_void_p).value, real)
@@ -139,7 +139,7 @@ class CompiledStep(CpuStep):
         self.y = np.empty((b, self.classes), dt)
         size = ctypes.c_int64
         buffers = (self.params["W1"], self.b1a, self.W2a, self.a1, self.za, self.y, self.dz1,
-                   self.gb1a)
+                   self.gb1a, self.gW1, self.gW2a)
         self.fixed = (ctypes.c_void_p(self.kernel.gemm), size(b), size(d), size(h),
                       size(self.classes), *map(address, buffers), self.kernel.real(self.scale))
         self.losses, self.loss_base = None, None

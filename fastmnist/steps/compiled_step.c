@@ -2,14 +2,18 @@
    library with ctypes, which releases the GIL around the call.
 
    The five matrix products go to the gemm of the BLAS that NumPy itself calls (its address is
-   handed in), each weight update folded into its product: with alpha = -1 and beta = 1, BLAS's
-   c = alpha a b + beta c is W -= a b in one pass. Between the products run three fused loops:
-   bias and sigmoid; softmax, cross-entropy and the output gradient; the sigmoid's derivative
-   and b1's update. Nothing is allocated.
+   handed in). Up to FOLD_ROWS rows a batch's weight updates are folded into their products:
+   with alpha = -1 and beta = 1, BLAS's c = alpha a b + beta c is W -= a b in one pass. Larger
+   batches take each update into gW1 / gW2a first and subtract it once: BLAS adds a product
+   into c one block of its inner dimension (the batch rows) at a time, and each addition into
+   the weights rounds at the weights' scale, far coarser than the update's. Between the
+   products run three fused loops: bias and sigmoid; softmax, cross-entropy and the output
+   gradient; the sigmoid's derivative and b1's update. Nothing is allocated.
 
    Arrays, all C-ordered: W1 (D, H); b1a (H + 1), whose last entry is +inf so that the sigmoid
    writes the constant 1 in za's last column; W2a (H + 1, C), b2 as its last row; a1 (B, H);
-   za (B, H + 1); y (B, C); dz (B, H); gb1a (H + 1); x (B, D) the batch; flat (B) each row's
+   za (B, H + 1); y (B, C); dz (B, H); gb1a (H + 1); gW1 (D, H) and gW2a (H + 1, C) for
+   the updates of large batches; x (B, D) the batch; flat (B) each row's
    target as its index in the flattened (C, B) logits, class * B + row (as CpuBatch has it);
    loss (B) receives log(sum(exp(s))) - s[target] per row. scale is lr / B.
 
@@ -20,6 +24,7 @@
 #include <string.h>
 
 enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112 };
+enum { FOLD_ROWS = 256 }; /* OpenBLAS's inner blocks hold 256 rows or more: one addition into W */
 
 typedef void (*sgemm_fn)(int, int, int, int64_t, int64_t, int64_t, float, const float *, int64_t,
                          const float *, int64_t, float, float *, int64_t);
@@ -71,9 +76,19 @@ static inline float exp_f32(float x) {
         yr[t] -= scale;                                                              \
     }                                                                                           \
     gemm(ROW_MAJOR, NO_TRANS, TRANS, b, h, c, one, y, c, W2a, c, zero, dz, h); /* W2 as it was */ \
-    gemm(ROW_MAJOR, TRANS, NO_TRANS, h + 1, c, b, minus, za, h + 1, y, c, one, W2a, c);         \
+    if (b <= FOLD_ROWS) {                                                                       \
+        gemm(ROW_MAJOR, TRANS, NO_TRANS, h + 1, c, b, minus, za, h + 1, y, c, one, W2a, c);     \
+    } else {                                                                                    \
+        gemm(ROW_MAJOR, TRANS, NO_TRANS, h + 1, c, b, one, za, h + 1, y, c, zero, gW2a, c);     \
+        for (k = 0; k < (h + 1) * c; k++) W2a[k] -= gW2a[k];                                    \
+    }                                                                                           \
     derivative_##real(b, h, dz, za, gb1a);                                                      \
-    gemm(ROW_MAJOR, TRANS, NO_TRANS, d, h, b, minus, x, d, dz, h, one, W1, h);                  \
+    if (b <= FOLD_ROWS) {                                                                       \
+        gemm(ROW_MAJOR, TRANS, NO_TRANS, d, h, b, minus, x, d, dz, h, one, W1, h);              \
+    } else {                                                                                    \
+        gemm(ROW_MAJOR, TRANS, NO_TRANS, d, h, b, one, x, d, dz, h, zero, gW1, h);              \
+        for (k = 0; k < d * h; k++) W1[k] -= gW1[k];                                            \
+    }                                                                                           \
     for (k = 0; k < h; k++) b1a[k] -= gb1a[k];
 
 /* za = [sigmoid(a1 + b1), 1] */
@@ -110,14 +125,14 @@ DERIVATIVE(double, )
 
 void fastmnist_step_f32(sgemm_fn gemm, int64_t b, int64_t d, int64_t h, int64_t c, float *W1,
                         float *b1a, float *W2a, float *a1, float *za, float *y, float *dz,
-                        float *gb1a, float scale, const float *x, const intptr_t *flat,
+                        float *gb1a, float *gW1, float *gW2a, float scale, const float *x, const intptr_t *flat,
                         float *loss) {
     STEP_BODY(float, expf, logf)
 }
 
 void fastmnist_step_f64(dgemm_fn gemm, int64_t b, int64_t d, int64_t h, int64_t c, double *W1,
                         double *b1a, double *W2a, double *a1, double *za, double *y, double *dz,
-                        double *gb1a, double scale, const double *x, const intptr_t *flat,
+                        double *gb1a, double *gW1, double *gW2a, double scale, const double *x, const intptr_t *flat,
                         double *loss) {
     STEP_BODY(double, exp, log)
 }
