@@ -6,7 +6,8 @@ cost of its twenty-odd NumPy calls and in passes that only subtract an update fr
 products call ``gemm`` in the very OpenBLAS that NumPy ships and calls (found through
 threadpoolctl, its address handed to the C code, so both share one library and one thread
 setting), each weight update is taken by its product itself (``W -= a b`` as BLAS's
-``c = -a b + c``), and everything between the products runs as three fused loops. ctypes
+``c = -a b + c``; above 256 rows it is subtracted once, see the C file), and everything
+between the products runs as three fused loops. ctypes
 releases the GIL around the call, so the pipeline's helper thread runs beside it.
 
 It is the default wherever the package's build compiled it (``setup.py``; it needs a C compiler)
