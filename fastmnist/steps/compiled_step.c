@@ -31,6 +31,15 @@ typedef void (*sgemm_fn)(int, int, int, int64_t, int64_t, int64_t, float, const 
 typedef void (*dgemm_fn)(int, int, int, int64_t, int64_t, int64_t, double, const double *,
                          int64_t, const double *, int64_t, double, double *, int64_t);
 
+#if defined(_WIN32)
+#define EXPORT __declspec(dllexport)
+#else
+#define EXPORT
+#endif
+
+/* Never imported as a Python module (ctypes loads the file); Windows' linker wants the symbol. */
+EXPORT void *PyInit__compiled_step(void) { return 0; }
+
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
 #else
@@ -123,16 +132,17 @@ SIGMOID(double, exp, )
 DERIVATIVE(float, VECTOR_CLONES)
 DERIVATIVE(double, )
 
-void fastmnist_step_f32(sgemm_fn gemm, int64_t b, int64_t d, int64_t h, int64_t c, float *W1,
-                        float *b1a, float *W2a, float *a1, float *za, float *y, float *dz,
-                        float *gb1a, float *gW1, float *gW2a, float scale, const float *x, const intptr_t *flat,
-                        float *loss) {
+EXPORT void fastmnist_step_f32(sgemm_fn gemm, int64_t b, int64_t d, int64_t h, int64_t c,
+                               float *W1, float *b1a, float *W2a, float *a1, float *za, float *y,
+                               float *dz, float *gb1a, float *gW1, float *gW2a, float scale,
+                               const float *x, const intptr_t *flat, float *loss) {
     STEP_BODY(float, expf, logf)
 }
 
-void fastmnist_step_f64(dgemm_fn gemm, int64_t b, int64_t d, int64_t h, int64_t c, double *W1,
-                        double *b1a, double *W2a, double *a1, double *za, double *y, double *dz,
-                        double *gb1a, double *gW1, double *gW2a, double scale, const double *x, const intptr_t *flat,
-                        double *loss) {
+EXPORT void fastmnist_step_f64(dgemm_fn gemm, int64_t b, int64_t d, int64_t h, int64_t c,
+                               double *W1, double *b1a, double *W2a, double *a1, double *za,
+                               double *y, double *dz, double *gb1a, double *gW1, double *gW2a,
+                               double scale,
+                               const double *x, const intptr_t *flat, double *loss) {
     STEP_BODY(double, exp, log)
 }
