@@ -67,14 +67,13 @@ def disagreement(got: dict, expected: dict, tol: float, before: dict | None = No
         if not np.all(np.isfinite(a)):
             return f"{name} holds NaN or infinite values"
         # below the smallest normal number, results differ by where they underflowed
-        kind = to_numpy(want).dtype
+        kind = np.dtype(getattr(want, "dtype", b.dtype))
         allowed = float(np.finfo(kind).tiny) if kind.kind == "f" else 0.0
         if before is None:
             allowed += tol * np.abs(b).max(initial=0.0)
         else:
             start = host(before[name])
-            rounding = eps(to_numpy(want).dtype) * max(np.abs(start).max(initial=0.0),
-                                                        np.abs(b).max(initial=0.0))
+            rounding = eps(kind) * max(np.abs(start).max(initial=0.0), np.abs(b).max(initial=0.0))
             allowed += tol * np.abs(b - start).max(initial=0.0) + rounding
         diff = np.abs(a - b).max(initial=0.0)
         if not diff <= allowed:

@@ -449,8 +449,9 @@ def to_json(results: dict, path) -> None:
 
 
 # -- how long it will take ------------------------------------------------------------------------
-WORKLOAD_RATIOS = {"fastmnist": 1.4, "fastmnist-numpy": 1.55, "fastmnist-serial": 1.7, "numpy-float32": 2.7,
-                   "article-float64": 5.3, "torch": 3.4}  # x floor, measured on a 2-core CPU
+WORKLOAD_RATIOS = {"fastmnist": 1.4, "fastmnist-numpy": 1.55, "fastmnist-serial": 1.7,
+                   "numpy-float32": 2.7, "article-float64": 5.3,
+                   "torch": 3.4}  # x floor, measured on a 2-core CPU
 CORE_RATIOS = {"fastmnist": 1.4, "torch": 1.6, "article-float64": 4.0}  # big steps, likewise
 
 

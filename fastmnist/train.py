@@ -352,9 +352,11 @@ def make_step(fast, net, x, t, learning_rate, batch_size, cuda_graph=True):
         if compiled.setting() != "off":
             try:
                 return compiled.CompiledStep(net.params, x, t, learning_rate, batch_size)
-            except Exception as exc:  # noqa: BLE001 - not built, or no OpenBLAS: NumPy does it
+            except OSError as exc:  # not built, or NumPy without its OpenBLAS: said if asked for
                 if compiled.setting() == "on":
                     compiled.unavailable(exc)
+            except Exception as exc:  # noqa: BLE001 - anything else is worth a word
+                compiled.unavailable(exc)
         return CpuStep(net.params, x, t, learning_rate, batch_size)
     onehot = one_hot(t, net.sizes[2], net.dtype)
     if fast and net.backend.is_cuda and net.dtype_name == "float32":

@@ -212,3 +212,15 @@ def test_a_fresh_process_takes_it_without_loading_a_compiler():
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.splitlines()[-1])
     assert result == {"step": "CompiledStep", "modules": []}
+
+
+def test_an_unexpected_error_making_the_step_is_said_even_by_default(monkeypatch):
+    """Not built or no OpenBLAS is silent by default; anything else is a bug worth a warning."""
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the step's set-up")
+
+    monkeypatch.delenv("FASTMNIST_COMPILED", raising=False)
+    monkeypatch.setattr(compiled, "CompiledStep", broken)
+    with pytest.warns(RuntimeWarning, match="compiled CPU step is unavailable.*a bug"):
+        net, h = run()
+    assert h.config["step"] == "CpuStep" and np.isfinite(h.loss).all()
