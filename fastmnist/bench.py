@@ -137,11 +137,7 @@ def run_fastmnist(device, data, iters, batch, lr, seed=0, overlap=None, numpy_st
 def compiled_step_available() -> bool:
     from .steps import compiled
 
-    try:
-        compiled.kernel("float32")
-    except OSError:
-        return False
-    return True
+    return compiled.why_unavailable() is None
 
 
 # -- PyTorch, written the usual way ---------------------------------------------------------------

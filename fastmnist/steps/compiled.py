@@ -55,6 +55,7 @@ def unavailable(exc: BaseException) -> None:
                   "and this warning.", RuntimeWarning, stacklevel=3)
 
 
+@lru_cache(maxsize=None)
 def numpy_gemm_library() -> str | None:
     """The file of the OpenBLAS that NumPy's own wheels ship and call (``scipy_cblas_?gemm64_``),
     or None where NumPy uses another BLAS."""
@@ -109,14 +110,22 @@ def kernel(dtype_name: str) -> Step:
     return Step(call, ctypes.cast(gemm, ctypes.c_void_p).value, real)
 
 
+def why_unavailable() -> str | None:
+    """Why the float32 compiled step cannot be used here, or None where it can."""
+    try:
+        kernel("float32")
+    except OSError as exc:
+        return str(exc)
+    return None
+
+
 def describe() -> str:
     """Which CPU step training takes, and why, in one line (for ``fastmnist info``)."""
     if setting() == "off":
         return f"NumPy ({ENV_SWITCH}=0)"
-    try:
-        kernel("float32")
-    except OSError as exc:
-        return f"NumPy (the compiled step is unavailable: {exc})"
+    why = why_unavailable()
+    if why:
+        return f"NumPy (the compiled step is unavailable: {why})"
     return f"compiled ({library_file().name}, gemm from {Path(numpy_gemm_library()).name})"
 
 

@@ -66,6 +66,16 @@ static inline float exp_f32(float x) {
     return p * scale;
 }
 
+/* W (m, n) -= a.T b, a (b, m) and b (b, n) summed over the batch's rows: folded into the
+   product up to FOLD_ROWS rows, else through G (m, n) and one subtraction. */
+#define UPDATE(m, n, a, lda, bm, ldb, W, G)                                                     \
+    if (b <= FOLD_ROWS) {                                                                       \
+        gemm(ROW_MAJOR, TRANS, NO_TRANS, m, n, b, minus, a, lda, bm, ldb, one, W, n);           \
+    } else {                                                                                    \
+        gemm(ROW_MAJOR, TRANS, NO_TRANS, m, n, b, one, a, lda, bm, ldb, zero, G, n);            \
+        for (k = 0; k < (m) * (n); k++) W[k] -= G[k];                                           \
+    }
+
 /* The float32 and float64 steps differ only in their type, exp and gemm: one body, twice. */
 #define STEP_BODY(real, EXP, LOG)                                                               \
     int64_t r, j, k;                                                                            \
@@ -76,28 +86,18 @@ static inline float exp_f32(float x) {
     for (r = 0; r < b; r++) { /* softmax, loss, and (softmax - onehot) lr / B in place */       \
         real *yr = y + r * c, m = yr[0], s = 0;                                                 \
         for (j = 1; j < c; j++) m = yr[j] > m ? yr[j] : m;                                      \
-        const intptr_t t = (flat[r] - r) / b;                                                    \
-        real target = yr[t] - m;                                                     \
+        const intptr_t t = (flat[r] - r) / b;                                                   \
+        real target = yr[t] - m;                                                                \
         for (j = 0; j < c; j++) { yr[j] = EXP(yr[j] - m); s += yr[j]; }                         \
         loss[r] = LOG(s) - target;                                                              \
         real q = scale / s;                                                                     \
         for (j = 0; j < c; j++) yr[j] *= q;                                                     \
-        yr[t] -= scale;                                                              \
+        yr[t] -= scale;                                                                         \
     }                                                                                           \
     gemm(ROW_MAJOR, NO_TRANS, TRANS, b, h, c, one, y, c, W2a, c, zero, dz, h); /* W2 as it was */ \
-    if (b <= FOLD_ROWS) {                                                                       \
-        gemm(ROW_MAJOR, TRANS, NO_TRANS, h + 1, c, b, minus, za, h + 1, y, c, one, W2a, c);     \
-    } else {                                                                                    \
-        gemm(ROW_MAJOR, TRANS, NO_TRANS, h + 1, c, b, one, za, h + 1, y, c, zero, gW2a, c);     \
-        for (k = 0; k < (h + 1) * c; k++) W2a[k] -= gW2a[k];                                    \
-    }                                                                                           \
+    UPDATE(h + 1, c, za, h + 1, y, c, W2a, gW2a);                                               \
     derivative_##real(b, h, dz, za, gb1a);                                                      \
-    if (b <= FOLD_ROWS) {                                                                       \
-        gemm(ROW_MAJOR, TRANS, NO_TRANS, d, h, b, minus, x, d, dz, h, one, W1, h);              \
-    } else {                                                                                    \
-        gemm(ROW_MAJOR, TRANS, NO_TRANS, d, h, b, one, x, d, dz, h, zero, gW1, h);              \
-        for (k = 0; k < d * h; k++) W1[k] -= gW1[k];                                            \
-    }                                                                                           \
+    UPDATE(d, h, x, d, dz, h, W1, gW1);                                                         \
     for (k = 0; k < h; k++) b1a[k] -= gb1a[k];
 
 /* za = [sigmoid(a1 + b1), 1] */
@@ -142,7 +142,6 @@ EXPORT void fastmnist_step_f32(sgemm_fn gemm, int64_t b, int64_t d, int64_t h, i
 EXPORT void fastmnist_step_f64(dgemm_fn gemm, int64_t b, int64_t d, int64_t h, int64_t c,
                                double *W1, double *b1a, double *W2a, double *a1, double *za,
                                double *y, double *dz, double *gb1a, double *gW1, double *gW2a,
-                               double scale,
-                               const double *x, const intptr_t *flat, double *loss) {
+                               double scale, const double *x, const intptr_t *flat, double *loss) {
     STEP_BODY(double, exp, log)
 }
