@@ -17,6 +17,7 @@ from .steps.cpu import CpuStep
 from .steps import compiled
 from .steps.pipeline import Pipeline, single_threaded_blas, worth_overlapping
 from .steps.threaded import ThreadedStep, thread_budget, worth_threading
+from .steps.tiled import TiledStep
 from .steps import BufferedCount, BufferedStep, PlainStep
 
 SAMPLING = ("replacement", "epoch")
@@ -342,21 +343,24 @@ class Loop:
 def make_step(fast, net, x, t, learning_rate, batch_size, cuda_graph=True):
     """The step for this backend, on training rows ``x`` with integer labels ``t``: fused kernels
     (and a CUDA graph) for float32 on a GPU, the buffered step elsewhere on CuPy; on the CPU the
-    compiled step where it was built (else the tuned NumPy step), or the NumPy step's
-    element-wise passes threaded for batches of 4,096 rows or more when two or more cores are
-    free to it; the plain array-API step when ``fast`` is False."""
+    compiled step where it was built, else the tuned NumPy step, and for batches of 4,096 rows
+    or more with two or more cores free to it their threaded kinds (each core its share of
+    the rows); the plain array-API step when ``fast`` is False."""
     if fast and net.xp is np:
         threads = thread_budget()
-        if worth_threading(batch_size, threads):
-            return ThreadedStep(net.params, x, t, learning_rate, batch_size, threads)
+        large = worth_threading(batch_size, threads)
         if compiled.setting() != "off":
             try:
+                if large:
+                    return TiledStep(net.params, x, t, learning_rate, batch_size, threads)
                 return compiled.CompiledStep(net.params, x, t, learning_rate, batch_size)
             except OSError as exc:  # not built, or NumPy without its OpenBLAS: said if asked for
                 if compiled.setting() == "on":
                     compiled.unavailable(exc)
             except Exception as exc:  # noqa: BLE001 - anything else is worth a word
                 compiled.unavailable(exc)
+        if large:
+            return ThreadedStep(net.params, x, t, learning_rate, batch_size, threads)
         return CpuStep(net.params, x, t, learning_rate, batch_size)
     onehot = one_hot(t, net.sizes[2], net.dtype)
     if fast and net.backend.is_cuda and net.dtype_name == "float32":

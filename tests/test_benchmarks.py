@@ -34,7 +34,7 @@ def test_core_benchmark(tmp_path):
     out = bench_core.main(["--batches", "10,50", "--hiddens", "8", "--rows", "300", "--repeat", "1",
                            "--json", str(tmp_path / "c.json"), "--chart", str(tmp_path / "c.png")])
     assert [(r["hidden"], r["batch"]) for r in out["steps"]] == [(8, 10), (8, 50)]
-    assert out["steps"][0]["step"] in ("CpuStep", "CompiledStep", "ThreadedStep")
+    assert out["steps"][0]["step"] in ("CpuStep", "CompiledStep", "ThreadedStep", "TiledStep")
     assert all(r["fastmnist"] > 0 and r["matmul-floor"] > 0 for r in out["steps"])
     assert out["evaluation"]["rows"] == 300
     assert (tmp_path / "c.png").stat().st_size > 1000
@@ -47,7 +47,7 @@ def test_large_batch_benchmark(tmp_path, fashion_dir):
                             "--train-limit", "600", "--json", str(tmp_path / "l.json")])
     (row,) = out["rows"]
     assert (row["hidden"], row["batch"], row["iters"]) == (8, 300, 2) and row["fastmnist"] > 0
-    assert row["fastmnist_step"] in ("CpuStep", "CompiledStep", "ThreadedStep")
+    assert row["fastmnist_step"] in ("CpuStep", "CompiledStep", "ThreadedStep", "TiledStep")
     assert json.loads((tmp_path / "l.json").read_text())["rows"][0]["batch"] == 300
 
 

@@ -18,12 +18,16 @@ STEPS_MADE = []  # compiled steps, to check that they did not fall back to NumPy
 def make(kind, net, x, t, lr=LR):
     if kind == "cpu":
         return CpuStep(net.params, x, t, lr, BATCH)
-    if kind == "compiled":
+    if kind in ("compiled", "tiled"):
         from fastmnist.steps import compiled
+        from fastmnist.steps.tiled import TiledStep
 
         if compiled.library_file() is None:  # test_compiled.py checks it is built where it can be
             pytest.skip("the compiled step was not built here (no C compiler at install)")
-        step = compiled.CompiledStep(net.params, x, t, lr, BATCH)
+        if kind == "tiled":  # 3 threads: blocks of 6, 7 and 7 rows, in tiles of 4 rows
+            step = TiledStep(net.params, x, t, lr, BATCH, threads=3, tile=4)
+        else:
+            step = compiled.CompiledStep(net.params, x, t, lr, BATCH)
         STEPS_MADE.append(step)
         return step
     if kind == "threaded":  # 3 threads: blocks of 6, 7 and 7 rows
@@ -45,7 +49,7 @@ def run(kind, x, t, dtype="float32", lr=LR):
     return net, losses
 
 
-@pytest.mark.parametrize("kind", ["cpu", "buffered", "threaded", "compiled"])
+@pytest.mark.parametrize("kind", ["cpu", "buffered", "threaded", "compiled", "tiled"])
 def test_fast_steps_match_the_plain_step(kind):
     x, t = small_problem(n=200, d=784, seed=1)
     x = x.astype(np.float32)
@@ -69,7 +73,7 @@ def test_the_bound_catches_a_step_that_is_slightly_wrong():
         assert_agree(off.params, plain.params, steps=STEPS, batch=BATCH)
 
 
-@pytest.mark.parametrize("kind", ["cpu", "threaded", "compiled"])
+@pytest.mark.parametrize("kind", ["cpu", "threaded", "compiled", "tiled"])
 def test_cpu_steps_in_float64_match_to_double_precision(kind):
     x, t = small_problem(n=200, d=784, seed=1)
     fast, fast_losses = run(kind, x, t, "float64")
@@ -81,7 +85,7 @@ def test_cpu_steps_in_float64_match_to_double_precision(kind):
                  batch=BATCH, dtype="float64")
 
 
-@pytest.mark.parametrize("kind", ["cpu", "buffered", "threaded", "compiled"])
+@pytest.mark.parametrize("kind", ["cpu", "buffered", "threaded", "compiled", "tiled"])
 def test_uint8_batches_are_scaled_as_they_are_gathered(kind):
     x, t = small_problem(n=200, d=784, seed=1)
     pixels = (x * 255).round().astype(np.uint8)

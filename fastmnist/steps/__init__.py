@@ -5,7 +5,8 @@
 - :mod:`.cpu`: the NumPy step tuned for the CPU; :mod:`.pipeline`: its helper thread;
   :mod:`.threaded`: the same step and the full-set scorer with their element-wise passes split
   over the cores, for large batches; :mod:`.compiled`: the whole step as one call of C built with
-  the package (``compiled_step.c``), the default where it was built;
+  the package (``compiled_step.c``), the default where it was built; :mod:`.tiled`: large
+  batches compiled, each core its block of rows in one call;
 - :mod:`.cuda` and :mod:`.kernels`: the CuPy step, its fused kernels and their self-checks.
 
 Only :mod:`.generic` loads with the package; the others are imported where they are chosen.

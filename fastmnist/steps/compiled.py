@@ -14,6 +14,9 @@ It is the default wherever the package's build compiled it (``setup.py``; it nee
 and NumPy carries its own OpenBLAS (its wheels do). Elsewhere, or with ``FASTMNIST_COMPILED=0``,
 training takes the NumPy step; ``FASTMNIST_COMPILED=1`` insists, and warns where it cannot.
 
+Large batches take :class:`~fastmnist.steps.tiled.TiledStep`, the same C split over the
+cores.
+
 Trust, but check: the first step of every :class:`CompiledStep` is also taken by the NumPy step
 from the same weights, and results beyond float rounding make it warn once and step with NumPy
 from then on.
@@ -81,17 +84,15 @@ def library_file() -> Path | None:
 
 
 class Step(NamedTuple):
-    """The compiled step for one dtype and the address of the ``gemm`` it calls."""
+    """A compiled function for one dtype and the address of the ``gemm`` it calls."""
     call: Callable
     gemm: int
     real: type  # ctypes.c_float or ctypes.c_double
 
 
-@lru_cache(maxsize=None)
-def kernel(dtype_name: str) -> Step:
-    """The compiled step for ``dtype_name``; raises ``OSError`` saying why where there is none."""
-    if dtype_name not in ("float32", "float64"):
-        raise TypeError(f"the compiled step is for float32 and float64, not {dtype_name}")
+def libraries() -> tuple[ctypes.CDLL, ctypes.CDLL]:
+    """The built ``compiled_step.c`` and NumPy's OpenBLAS; raises ``OSError`` saying why where
+    either is missing."""
     path = library_file()
     if path is None:
         raise OSError(f"{LIBRARY} was not built (it needs a C compiler when fastmnist is "
@@ -99,15 +100,32 @@ def kernel(dtype_name: str) -> Step:
     blas = numpy_gemm_library()
     if blas is None:
         raise OSError("NumPy does not use the OpenBLAS its wheels ship, whose gemm the step calls")
+    return ctypes.CDLL(str(path)), ctypes.CDLL(blas)
+
+
+def compiled_function(name: str, dtype_name: str, argtypes: list) -> Step:
+    """``fastmnist_{name}_f32`` or ``_f64`` from the built library, typed; ``real`` in
+    ``argtypes`` stands for the dtype's ctypes type."""
+    if dtype_name not in ("float32", "float64"):
+        raise TypeError(f"the compiled step is for float32 and float64, not {dtype_name}")
+    lib, blas = libraries()
     f32 = dtype_name == "float32"
     real = ctypes.c_float if f32 else ctypes.c_double
-    call = getattr(ctypes.CDLL(str(path)), "fastmnist_step_f32" if f32 else "fastmnist_step_f64")
-    pointer, size = ctypes.c_void_p, ctypes.c_int64
-    # gemm, B, D, H, C, W1, b1a, W2a, a1, za, y, dz, gb1a, gW1, gW2a, scale, x, flat, loss
-    call.argtypes = [pointer] + [size] * 4 + [pointer] * 10 + [real] + [pointer] * 3
+    call = getattr(lib, f"fastmnist_{name}_{'f32' if f32 else 'f64'}")
+    call.argtypes = [real if a == "real" else a for a in argtypes]
     call.restype = None
-    gemm = getattr(ctypes.CDLL(blas), "scipy_cblas_sgemm64_" if f32 else "scipy_cblas_dgemm64_")
+    gemm = getattr(blas, "scipy_cblas_sgemm64_" if f32 else "scipy_cblas_dgemm64_")
     return Step(call, ctypes.cast(gemm, ctypes.c_void_p).value, real)
+
+
+P, SIZE = ctypes.c_void_p, ctypes.c_int64
+
+
+@lru_cache(maxsize=None)
+def kernel(dtype_name: str) -> Step:
+    """The compiled step for ``dtype_name``; raises ``OSError`` saying why where there is none."""
+    # gemm, B, D, H, C, W1, b1a, W2a, a1, za, y, dz, gb1a, gW1, gW2a, scale, x, flat, loss
+    return compiled_function("step", dtype_name, [P] + [SIZE] * 4 + [P] * 10 + ["real"] + [P] * 3)
 
 
 def why_unavailable() -> str | None:
@@ -131,6 +149,18 @@ def describe() -> str:
 
 def address(a: np.ndarray) -> ctypes.c_void_p:
     return ctypes.c_void_p(a.ctypes.data)
+
+
+def check_losses(losses: np.ndarray, dtype) -> None:
+    """The compiled steps write each row's loss into a row of ``losses`` by its address."""
+    if not (losses.dtype == dtype and losses.strides[-1] == losses.itemsize):
+        raise TypeError(f"losses must be rows of contiguous {np.dtype(dtype).name}")
+
+
+def loss_address(losses: np.ndarray, i: int, dtype) -> ctypes.c_void_p:
+    """The address of ``losses[i]``, checked."""
+    check_losses(losses, dtype)
+    return address(losses[i])
 
 
 class CompiledStep(CpuStep):
@@ -165,8 +195,7 @@ class CompiledStep(CpuStep):
     def loss_row(self, losses: np.ndarray, i: int) -> ctypes.c_void_p:
         """The address of ``losses[i]`` (B,), worked out once per ``losses`` array."""
         if losses is not self.losses:
-            if not (losses.dtype == self.dtype and losses.strides[-1] == losses.itemsize):
-                raise TypeError(f"losses must be rows of contiguous {np.dtype(self.dtype).name}")
+            check_losses(losses, self.dtype)
             self.losses, self.loss_base = losses, losses.ctypes.data
         return ctypes.c_void_p(self.loss_base + i * losses.strides[0])
 
@@ -177,29 +206,38 @@ class CompiledStep(CpuStep):
         self.kernel.call(*self.fixed, *where, loss)
 
     def _checked_compute(self, batch, losses, i: int) -> None:
-        """The first step, taken by both steps from the same weights: NumPy's result is kept,
-        and the compiled one is used from now on only if it agrees to float rounding."""
         self.checked = True
-        W1, b1, W2a = self.params["W1"], self.params["b1"], self.W2a  # b1: b1a less its +inf
-        before = {"W1": W1.copy(), "b1": b1.copy(), "W2": W2a.copy()}
-        loss = np.zeros((1, self.batch_size), self.dtype)
-        try:
-            self._kernel(batch, address(loss))
-        except Exception as exc:  # noqa: BLE001 - whatever goes wrong, NumPy does the job
-            problem = exc
-        else:
-            got = {"W1": W1.copy(), "b1": b1.copy(), "W2": W2a.copy()}
-            W1[...], b1[...], W2a[...] = before["W1"], before["b1"], before["W2"]
-            super().compute(batch, losses, i)
-            expected = {"W1": W1, "b1": b1, "W2": W2a}
-            sizes = (W1.shape[0], W1.shape[1], W2a.shape[1])
-            tol = tolerance(np.dtype(self.dtype).name, terms_per_step(sizes, self.batch_size), 1)
-            problem = (disagreement(got, expected, tol, before=before)
-                       or disagreement({"loss": loss[0]}, {"loss": losses[i]}, tol))
-            if problem is None:
-                return
-            problem = AssertionError(f"its first step differs from the NumPy step's: {problem}")
+        self.compiled = first_step_agrees(self, lambda loss: self._kernel(batch, loss),
+                                          lambda: CpuStep.compute(self, batch, losses, i),
+                                          losses, i)
+
+
+def first_step_agrees(step, take_compiled, take_numpy, losses, i: int) -> bool:
+    """Take a step's first step both ways from the same weights: ``take_compiled(loss)``
+    (``loss``: the address of a ``(B,)`` row) and ``take_numpy()`` (into ``losses[i]``).
+
+    NumPy's result is kept. Returns whether the compiled one agreed to float rounding; where
+    it did not, or raised, says so once (a ``RuntimeWarning``)."""
+    W1, b1, W2a = step.params["W1"], step.params["b1"], step.W2a  # b1: b1a less its +inf
+    before = {"W1": W1.copy(), "b1": b1.copy(), "W2": W2a.copy()}
+    loss = np.zeros((1, step.batch_size), step.dtype)
+    try:
+        take_compiled(address(loss))
+    except Exception as exc:  # noqa: BLE001 - whatever goes wrong, NumPy does the job
+        problem = exc
+    else:
+        got = {"W1": W1.copy(), "b1": b1.copy(), "W2": W2a.copy()}
         W1[...], b1[...], W2a[...] = before["W1"], before["b1"], before["W2"]
-        self.compiled = False
-        unavailable(problem)
-        super().compute(batch, losses, i)
+        take_numpy()
+        expected = {"W1": W1, "b1": b1, "W2": W2a}
+        sizes = (W1.shape[0], W1.shape[1], W2a.shape[1])
+        tol = tolerance(np.dtype(step.dtype).name, terms_per_step(sizes, step.batch_size), 1)
+        problem = (disagreement(got, expected, tol, before=before)
+                   or disagreement({"loss": loss[0]}, {"loss": losses[i]}, tol))
+        if problem is None:
+            return True
+        problem = AssertionError(f"its first step differs from the NumPy step's: {problem}")
+    W1[...], b1[...], W2a[...] = before["W1"], before["b1"], before["W2"]
+    unavailable(problem)
+    take_numpy()
+    return False

@@ -17,6 +17,9 @@
    target as its index in the flattened (C, B) logits, class * B + row (as CpuBatch has it);
    loss (B) receives log(sum(exp(s))) - s[target] per row. scale is lr / B.
 
+   fastmnist_grads_* (at the end) serves large batches: each thread takes its block of the
+   batch's rows through the same passes, tile by tile, and returns gradients to be summed.
+
    Built by the package's build (setup.py, optional: without a C compiler fastmnist takes the
    NumPy step). */
 #include <math.h>
@@ -66,6 +69,22 @@ static inline float exp_f32(float x) {
     return p * scale;
 }
 
+/* One row of logits yr (C) in place: softmax, cross-entropy against class t (returned), and
+   (softmax - onehot) * scale, the output gradient with lr / B folded in. */
+#define SOFTMAX(real, EXP, LOG)                                                                 \
+    static inline real softmax_##real(real *yr, int64_t c, intptr_t t, real scale) {           \
+        real m = yr[0], s = 0;                                                                  \
+        for (int64_t j = 1; j < c; j++) m = yr[j] > m ? yr[j] : m;                              \
+        real target = yr[t] - m;                                                                \
+        for (int64_t j = 0; j < c; j++) { yr[j] = EXP(yr[j] - m); s += yr[j]; }                 \
+        real q = scale / s;                                                                     \
+        for (int64_t j = 0; j < c; j++) yr[j] *= q;                                             \
+        yr[t] -= scale;                                                                         \
+        return LOG(s) - target;                                                                 \
+    }
+SOFTMAX(float, expf, logf)
+SOFTMAX(double, exp, log)
+
 /* W (m, n) -= a.T b, a (b, m) and b (b, n) summed over the batch's rows: folded into the
    product up to FOLD_ROWS rows, else through G (m, n) and one subtraction. */
 #define UPDATE(m, n, a, lda, bm, ldb, W, G)                                                     \
@@ -77,25 +96,17 @@ static inline float exp_f32(float x) {
     }
 
 /* The float32 and float64 steps differ only in their type, exp and gemm: one body, twice. */
-#define STEP_BODY(real, EXP, LOG)                                                               \
-    int64_t r, j, k;                                                                            \
+#define STEP_BODY(real)                                                                         \
+    int64_t r, k;                                                                               \
     const real one = 1, zero = 0, minus = -1;                                                   \
     gemm(ROW_MAJOR, NO_TRANS, NO_TRANS, b, h, d, one, x, d, W1, h, zero, a1, h);                \
     sigmoid_##real(b, h, a1, b1a, za);                                                          \
     gemm(ROW_MAJOR, NO_TRANS, NO_TRANS, b, c, h + 1, one, za, h + 1, W2a, c, zero, y, c);       \
-    for (r = 0; r < b; r++) { /* softmax, loss, and (softmax - onehot) lr / B in place */       \
-        real *yr = y + r * c, m = yr[0], s = 0;                                                 \
-        for (j = 1; j < c; j++) m = yr[j] > m ? yr[j] : m;                                      \
-        const intptr_t t = (flat[r] - r) / b;                                                   \
-        real target = yr[t] - m;                                                                \
-        for (j = 0; j < c; j++) { yr[j] = EXP(yr[j] - m); s += yr[j]; }                         \
-        loss[r] = LOG(s) - target;                                                              \
-        real q = scale / s;                                                                     \
-        for (j = 0; j < c; j++) yr[j] *= q;                                                     \
-        yr[t] -= scale;                                                                         \
-    }                                                                                           \
+    for (r = 0; r < b; r++)                                                                     \
+        loss[r] = softmax_##real(y + r * c, c, (flat[r] - r) / b, scale);                      \
     gemm(ROW_MAJOR, NO_TRANS, TRANS, b, h, c, one, y, c, W2a, c, zero, dz, h); /* W2 as it was */ \
     UPDATE(h + 1, c, za, h + 1, y, c, W2a, gW2a);                                               \
+    for (k = 0; k < h; k++) gb1a[k] = 0;                                                        \
     derivative_##real(b, h, dz, za, gb1a);                                                      \
     UPDATE(d, h, x, d, dz, h, W1, gW1);                                                         \
     for (k = 0; k < h; k++) b1a[k] -= gb1a[k];
@@ -114,11 +125,10 @@ static inline float exp_f32(float x) {
 SIGMOID(float, exp_f32, VECTOR_CLONES)
 SIGMOID(double, exp, )
 
-/* dz *= z (1 - z), and gb1a[:H] = its column sums (b1's update) */
+/* dz *= z (1 - z), and its column sums added to gb1a[:H] (b1's update) */
 #define DERIVATIVE(real, ATTR)                                                                  \
     ATTR static void derivative_##real(int64_t b, int64_t h, real *dz, const real *za,          \
                                        real *gb1a) {                                            \
-        for (int64_t k = 0; k < h; k++) gb1a[k] = 0;                                            \
         for (int64_t r = 0; r < b; r++) {                                                       \
             const real *zr = za + r * (h + 1);                                                  \
             real *dr = dz + r * h;                                                              \
@@ -136,12 +146,69 @@ EXPORT void fastmnist_step_f32(sgemm_fn gemm, int64_t b, int64_t d, int64_t h, i
                                float *W1, float *b1a, float *W2a, float *a1, float *za, float *y,
                                float *dz, float *gb1a, float *gW1, float *gW2a, float scale,
                                const float *x, const intptr_t *flat, float *loss) {
-    STEP_BODY(float, expf, logf)
+    STEP_BODY(float)
 }
 
 EXPORT void fastmnist_step_f64(dgemm_fn gemm, int64_t b, int64_t d, int64_t h, int64_t c,
                                double *W1, double *b1a, double *W2a, double *a1, double *za,
                                double *y, double *dz, double *gb1a, double *gW1, double *gW2a,
                                double scale, const double *x, const intptr_t *flat, double *loss) {
-    STEP_BODY(double, exp, log)
+    STEP_BODY(double)
+}
+
+/* Large batches, one call per thread: the gradients of batch rows [lo, hi), walked in tiles of
+   T rows so that each tile's rows, gathered from the training set, stay in the core's cache
+   for both products that read them (x W1, and x.T dz). Nothing is updated: gW1 (D, H),
+   gW2a (H + 1, C) and gb1a (H + 1) receive this block's sums, scaled by lr / B, for the caller
+   to add up over the threads and subtract.
+
+   src (N, D) is the training set, floats or (with pixel_scale nonzero) uint8 pixels scaled by
+   it as they are gathered; idx (B) the batch's rows in it, labels (N) their classes; loss (B)
+   receives the per-row losses of rows lo..hi. Scratch for one tile: xt (T, D), a1 (T, H),
+   za (T, H + 1), y (T, C), dz (T, H). The caller holds BLAS to one thread meanwhile, so that
+   each thread's products run on its own core. */
+
+#define GRADS_BODY(real)                                                                        \
+    const real one = 1, zero = 0;                                                               \
+    for (int64_t k = 0; k <= h; k++) gb1a[k] = 0;                                               \
+    for (int64_t r0 = lo; r0 < hi; r0 += T) {                                                   \
+        const int64_t n = hi - r0 < T ? hi - r0 : T;                                            \
+        const real beta = r0 == lo ? zero : one; /* the first tile writes, the others add */    \
+        for (int64_t r = 0; r < n; r++) {                                                       \
+            real *row = xt + r * d;                                                             \
+            if (pixel_scale != 0) {                                                             \
+                const uint8_t *p = (const uint8_t *)src + idx[r0 + r] * d;                      \
+                for (int64_t k = 0; k < d; k++) row[k] = (real)p[k] * pixel_scale;              \
+            } else {                                                                            \
+                memcpy(row, (const real *)src + idx[r0 + r] * d, d * sizeof(real));             \
+            }                                                                                   \
+        }                                                                                       \
+        gemm(ROW_MAJOR, NO_TRANS, NO_TRANS, n, h, d, one, xt, d, W1, h, zero, a1, h);           \
+        sigmoid_##real(n, h, a1, b1a, za);                                                      \
+        gemm(ROW_MAJOR, NO_TRANS, NO_TRANS, n, c, h + 1, one, za, h + 1, W2a, c, zero, y, c);   \
+        for (int64_t r = 0; r < n; r++)                                                         \
+            loss[r0 + r] = softmax_##real(y + r * c, c, labels[idx[r0 + r]], scale);            \
+        gemm(ROW_MAJOR, NO_TRANS, TRANS, n, h, c, one, y, c, W2a, c, zero, dz, h);              \
+        gemm(ROW_MAJOR, TRANS, NO_TRANS, h + 1, c, n, one, za, h + 1, y, c, beta, gW2a, c);     \
+        derivative_##real(n, h, dz, za, gb1a);                                                  \
+        gemm(ROW_MAJOR, TRANS, NO_TRANS, d, h, n, one, xt, d, dz, h, beta, gW1, h);             \
+    }
+
+EXPORT void fastmnist_grads_f32(sgemm_fn gemm, int64_t lo, int64_t hi,
+                                int64_t T, int64_t d, int64_t h, int64_t c, const float *W1,
+                                const float *b1a, const float *W2a, const void *src,
+                                float pixel_scale, const intptr_t *labels, float scale, float *xt,
+                                float *a1, float *za, float *y, float *dz, float *gb1a, float *gW1,
+                                float *gW2a, const intptr_t *idx, float *loss) {
+    GRADS_BODY(float)
+}
+
+EXPORT void fastmnist_grads_f64(dgemm_fn gemm, int64_t lo, int64_t hi,
+                                int64_t T, int64_t d, int64_t h, int64_t c, const double *W1,
+                                const double *b1a, const double *W2a, const void *src,
+                                double pixel_scale, const intptr_t *labels, double scale,
+                                double *xt, double *a1, double *za, double *y, double *dz,
+                                double *gb1a, double *gW1, double *gW2a, const intptr_t *idx,
+                                double *loss) {
+    GRADS_BODY(double)
 }
