@@ -17,8 +17,8 @@ from .steps.cpu import CpuStep
 from .steps import compiled
 from .steps.pipeline import Pipeline, single_threaded_blas, worth_overlapping
 from .steps.threaded import ThreadedStep, thread_budget, worth_threading
-from .steps.tiled import TiledStep
-from .steps import BufferedCount, BufferedStep, PlainStep
+from .steps.tiled import TiledCount, TiledStep
+from .steps import BufferedCount, BufferedStep, CheckedCount, PlainStep
 
 SAMPLING = ("replacement", "epoch")
 INDEX_BLOCK = 1000  # batches of indices drawn at once (device memory: block x batch x 8 bytes)
@@ -229,7 +229,7 @@ def train(net: TwoLayerNet, x_train, t_train, x_test=None, t_test=None, *, iters
         with np.errstate(all="ignore"):  # a diverging run is caught below, with a better message
             with single_threaded_blas() if overlap else nullcontext(False) as blas_limited:
                 history.config["overlap"] = bool(blas_limited)
-                count = make_count(fast, net)
+                count = make_count(fast, net, step)
                 if blas_limited:
                     with Pipeline(step.new_batch, sampler, iters, sets) as pipe:
                         loop.overlapped(iters, pipe)
@@ -381,15 +381,21 @@ def memory_needed(sizes, batch_size: int, dtype) -> int:
                                        + 3 * (h + 1) * c)
 
 
-def make_count(fast, net):
+def make_count(fast, net, step=None):
     """The full-set scorer: the buffered one when ``fast`` (on a GPU, checked on its first
-    call against the plain forward pass), else the network's own."""
+    call against the plain forward pass), with a :class:`TiledStep` its compiled counterpart on
+    the step's threads (checked against the buffered one), else the network's own."""
     if not fast:
         return net.count_correct
     if net.backend.is_cuda:
-        from .steps.cuda import CheckedCount
-
         return CheckedCount(BufferedCount(net.params, net.xp), net.count_correct, net.params)
+    if isinstance(step, TiledStep):
+        try:
+            tiled = TiledCount(net.params, step.team)
+        except OSError:  # a build without the count: the buffered one does the job
+            pass
+        else:
+            return CheckedCount(tiled, BufferedCount(net.params, net.xp), net.params)
     return BufferedCount(net.params, net.xp)
 
 

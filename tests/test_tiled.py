@@ -116,3 +116,40 @@ def test_a_training_set_it_cannot_gather_leaves_the_threaded_step_in_charge(monk
         TiledStep(net.params, np.asfortranarray(x.astype(np.float32)), t, 0.1, 500, threads=2)
     with pytest.raises(OSError, match="int16"):
         TiledStep(net.params, x.astype(np.int16), t, 0.1, 500, threads=2)
+
+
+@pytest.mark.parametrize("threads,rows", [(1, 300), (2, 1_001), (3, 7)])
+def test_the_tiled_count_is_the_buffered_count(threads, rows):
+    from fastmnist.agreement import terms_per_step, tolerance, uncertain_rows
+    from fastmnist.steps import BufferedCount
+    from fastmnist.steps.threaded import Team
+    from fastmnist.steps.tiled import TiledCount
+
+    x, t = small_problem(n=rows, d=784, seed=4)
+    net = TwoLayerNet(seed=1, weight_init_std=0.3, device="cpu")
+    team = Team(threads)
+    count = TiledCount(net.params, team, tile=64)
+    tol = tolerance("float32", terms_per_step((784, 50, 10), 1))
+    for data in (x.astype(np.float32), (x * 255).round().astype(np.uint8)):
+        expected = int(BufferedCount(net.params, np)(data, t))
+        assert abs(int(count(data, t)) - expected) <= uncertain_rows(net.params, data, tol)
+    net.params["W2"] *= -1  # it reads the weights as they are at each call
+    assert abs(int(count(x.astype(np.float32), t)) - int(BufferedCount(net.params, np)(x.astype(np.float32), t))) \
+        <= uncertain_rows(net.params, x.astype(np.float32), tol)
+    team.close()
+
+
+@pytest.mark.filterwarnings("error")
+def test_large_batch_training_scores_with_the_tiled_count(monkeypatch):
+    """The scores of the run: the tiled count, checked on its first call against the buffered
+    one (a disagreement would warn, which this test makes an error)."""
+    import fastmnist.steps.tiled as tiled_module
+
+    calls = []
+    real = tiled_module.TiledCount.__call__
+    monkeypatch.setattr(tiled_module.TiledCount, "__call__",
+                        lambda self, x, t: calls.append(x.shape[0]) or real(self, x, t))
+    net, h = run(monkeypatch)
+    assert h.config["step"] == "TiledStep" and calls
+    x, t = small_problem(n=6_000, d=784, seed=1)
+    assert h.train_acc[-1] == pytest.approx(int(net.count_correct(x.astype(np.float32), t)) / 6_000, abs=2e-3)

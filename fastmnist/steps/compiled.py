@@ -103,7 +103,7 @@ def libraries() -> tuple[ctypes.CDLL, ctypes.CDLL]:
     return ctypes.CDLL(str(path)), ctypes.CDLL(blas)
 
 
-def compiled_function(name: str, dtype_name: str, argtypes: list) -> Step:
+def compiled_function(name: str, dtype_name: str, argtypes: list, restype=None) -> Step:
     """``fastmnist_{name}_f32`` or ``_f64`` from the built library, typed; ``real`` in
     ``argtypes`` stands for the dtype's ctypes type."""
     if dtype_name not in ("float32", "float64"):
@@ -113,7 +113,7 @@ def compiled_function(name: str, dtype_name: str, argtypes: list) -> Step:
     real = ctypes.c_float if f32 else ctypes.c_double
     call = getattr(lib, f"fastmnist_{name}_{'f32' if f32 else 'f64'}")
     call.argtypes = [real if a == "real" else a for a in argtypes]
-    call.restype = None
+    call.restype = restype
     gemm = getattr(blas, "scipy_cblas_sgemm64_" if f32 else "scipy_cblas_dgemm64_")
     return Step(call, ctypes.cast(gemm, ctypes.c_void_p).value, real)
 

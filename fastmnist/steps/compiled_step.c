@@ -212,3 +212,46 @@ EXPORT void fastmnist_grads_f64(dgemm_fn gemm, int64_t lo, int64_t hi,
                                 double *loss) {
     GRADS_BODY(double)
 }
+
+/* How many of rows [lo, hi) of x (N, D) the network classifies as labels (N) says, walked in
+   tiles of T rows (floats, or uint8 pixels scaled by pixel_scale into the scratch xt (T, D)):
+   the step's forward pass, then the first largest logit of each row. Scratch a1 (T, H),
+   za (T, H + 1), y (T, C). As fastmnist_grads_*, one call per thread, BLAS held to one thread. */
+#define COUNT_BODY(real)                                                                        \
+    const real one = 1, zero = 0;                                                               \
+    int64_t correct = 0;                                                                        \
+    for (int64_t r0 = lo; r0 < hi; r0 += T) {                                                   \
+        const int64_t n = hi - r0 < T ? hi - r0 : T;                                            \
+        const real *rows = (const real *)src + r0 * d;                                          \
+        if (pixel_scale != 0) {                                                                 \
+            const uint8_t *p = (const uint8_t *)src + r0 * d;                                   \
+            for (int64_t k = 0; k < n * d; k++) xt[k] = (real)p[k] * pixel_scale;               \
+            rows = xt;                                                                          \
+        }                                                                                       \
+        gemm(ROW_MAJOR, NO_TRANS, NO_TRANS, n, h, d, one, rows, d, W1, h, zero, a1, h);         \
+        sigmoid_##real(n, h, a1, b1a, za);                                                      \
+        gemm(ROW_MAJOR, NO_TRANS, NO_TRANS, n, c, h + 1, one, za, h + 1, W2a, c, zero, y, c);   \
+        for (int64_t r = 0; r < n; r++) {                                                       \
+            const real *yr = y + r * c;                                                         \
+            int64_t best = 0;                                                                   \
+            for (int64_t j = 1; j < c; j++) best = yr[j] > yr[best] ? j : best;                 \
+            correct += best == labels[r0 + r];                                                  \
+        }                                                                                       \
+    }                                                                                           \
+    return correct;
+
+EXPORT int64_t fastmnist_count_f32(sgemm_fn gemm, int64_t lo, int64_t hi, int64_t T, int64_t d,
+                                   int64_t h, int64_t c, const float *W1, const float *b1a,
+                                   const float *W2a, const void *src, float pixel_scale,
+                                   const intptr_t *labels, float *xt, float *a1, float *za,
+                                   float *y) {
+    COUNT_BODY(float)
+}
+
+EXPORT int64_t fastmnist_count_f64(dgemm_fn gemm, int64_t lo, int64_t hi, int64_t T, int64_t d,
+                                   int64_t h, int64_t c, const double *W1, const double *b1a,
+                                   const double *W2a, const void *src, double pixel_scale,
+                                   const intptr_t *labels, double *xt, double *a1, double *za,
+                                   double *y) {
+    COUNT_BODY(double)
+}

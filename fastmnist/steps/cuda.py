@@ -11,8 +11,8 @@ same parameters, once with the fused kernels and once with BufferedStep's generi
 (the code the CPU tests check against the reference step), and compares the updates and losses
 (:mod:`fastmnist.agreement`). If they differ beyond float32 rounding, or a kernel fails to
 compile or launch, it warns once with the reason and keeps the generic step. The CUDA graph is
-checked the same way against the eager fused step. :class:`CheckedCount` does the same for the
-full-set scoring. These checks copy to the host once, on the first step or scoring only.
+checked the same way against the eager fused step. :class:`~fastmnist.steps.generic.CheckedCount`
+does the same for the full-set scoring. These checks copy to the host once, on the first step or scoring only.
 
 CuPy reaches this module only as ``backend.xp``: nothing here imports it.
 """
@@ -23,7 +23,7 @@ import warnings
 from .. import agreement
 from ..backend import to_numpy
 from .kernels import CudaKernels
-from .generic import BufferedStep
+from .generic import BufferedStep, CheckedCount, first_line  # noqa: F401 - re-exported
 
 
 class FusedStep(BufferedStep):
@@ -180,48 +180,3 @@ class CudaStep(FusedStep):
             warnings.warn(f"{self.graph_reason}; running the fused step eagerly", RuntimeWarning,
                           stacklevel=3)
         return None
-
-
-class CheckedCount:
-    """A full-set scorer checked on its first call against a plain one.
-
-    ``fast`` and ``plain`` are ``count(x, t_idx)`` callables returning 0-d device counts (on a
-    GPU: :class:`~fastmnist.steps.generic.BufferedCount` and ``TwoLayerNet.count_correct``). Their first
-    counts may differ only by rows whose class float rounding can flip
-    (:func:`fastmnist.agreement.uncertain_rows`); beyond that, or if ``fast`` fails, it warns
-    once and scores with ``plain`` from then on.
-    """
-
-    def __init__(self, fast, plain, params: dict):
-        self.fast, self.plain, self.params = fast, plain, params
-        self.checked, self.reason = False, None
-
-    def __call__(self, x, t_idx):
-        if self.checked:
-            return (self.plain if self.reason else self.fast)(x, t_idx)
-        self.checked = True
-        expected = self.plain(x, t_idx)
-        try:
-            got = int(to_numpy(self.fast(x, t_idx)))
-        except Exception as exc:
-            self.reason = f"it failed ({type(exc).__name__}: {first_line(exc)})"
-        else:
-            want = int(to_numpy(expected))
-            if got != want:
-                (d, h), c = self.params["W1"].shape, self.params["W2"].shape[1]
-                tol = agreement.tolerance(self.params["W1"].dtype,
-                                          agreement.terms_per_step((d, h, c), 1))
-                flips = agreement.uncertain_rows(self.params, x, tol)
-                if abs(got - want) > flips:
-                    self.reason = (f"it counted {got} correct rows where the plain scorer "
-                                   f"counted {want} (rounding could change {flips})")
-        if self.reason:
-            warnings.warn(f"the fast full-set scoring was not used: {self.reason}; scoring "
-                          "with the plain forward pass", RuntimeWarning, stacklevel=2)
-        return expected
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an error's message (compiler logs run to pages)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -9,7 +9,10 @@ and runs CuPy in float64. :class:`BufferedCount` scores a whole set on the same 
 """
 from __future__ import annotations
 
-from ..backend import array_namespace
+import warnings
+
+from .. import agreement
+from ..backend import array_namespace, to_numpy
 from ..network import PARAM_NAMES, PIXEL_SCALE, as_float, backprop
 
 
@@ -202,3 +205,49 @@ class BufferedCount:
             xp.matmul(a, p["W2"], out=y)
             y += shift
             yield xp.count_nonzero(xp.argmax(y, axis=1) == t_idx[start:start + rows])
+
+
+class CheckedCount:
+    """A full-set scorer checked on its first call against a plain one.
+
+    ``fast`` and ``plain`` are ``count(x, t_idx)`` callables returning 0-d device counts (on a
+    GPU: :class:`BufferedCount` and ``TwoLayerNet.count_correct``; on the CPU at large batches:
+    :class:`~fastmnist.steps.tiled.TiledCount` and :class:`BufferedCount`). Their first
+    counts may differ only by rows whose class float rounding can flip
+    (:func:`fastmnist.agreement.uncertain_rows`); beyond that, or if ``fast`` fails, it warns
+    once and scores with ``plain`` from then on.
+    """
+
+    def __init__(self, fast, plain, params: dict):
+        self.fast, self.plain, self.params = fast, plain, params
+        self.checked, self.reason = False, None
+
+    def __call__(self, x, t_idx):
+        if self.checked:
+            return (self.plain if self.reason else self.fast)(x, t_idx)
+        self.checked = True
+        expected = self.plain(x, t_idx)
+        try:
+            got = int(to_numpy(self.fast(x, t_idx)))
+        except Exception as exc:
+            self.reason = f"it failed ({type(exc).__name__}: {first_line(exc)})"
+        else:
+            want = int(to_numpy(expected))
+            if got != want:
+                (d, h), c = self.params["W1"].shape, self.params["W2"].shape[1]
+                tol = agreement.tolerance(self.params["W1"].dtype,
+                                          agreement.terms_per_step((d, h, c), 1))
+                flips = agreement.uncertain_rows(self.params, x, tol)
+                if abs(got - want) > flips:
+                    self.reason = (f"it counted {got} correct rows where the plain scorer "
+                                   f"counted {want} (rounding could change {flips})")
+        if self.reason:
+            warnings.warn(f"the fast full-set scoring was not used: {self.reason}; scoring "
+                          "with the plain forward pass", RuntimeWarning, stacklevel=2)
+        return expected
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (compiler logs run to pages)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -13,6 +13,9 @@ half the time at batch 10,000 and 60,000, hidden 50 and 256 (see README).
 
 The first step is checked against the NumPy step as :class:`~fastmnist.steps.compiled.CompiledStep`'s
 is; a disagreement, or a kernel that is not there, leaves the threaded NumPy step in charge.
+:class:`TiledCount` scores a whole set the same way on the step's threads, so that training
+never wakes OpenBLAS's own threads, which spin for a while after each multi-threaded product
+and would take a core from the tiles (measured: 40% slower right after one).
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ import numpy as np
 from ..network import PIXEL_SCALE
 from . import compiled
 from .compiled import P, SIZE, address, first_step_agrees
-from .threaded import ThreadedStep
+from .threaded import Team, ThreadedStep
 
 TILE_ROWS = 256  # 256 x 784 float32 rows are 800 KB: in a core's L2 with the tile's products
 
@@ -49,6 +52,28 @@ def grads_kernel(dtype_name: str) -> Kernel:
     get.argtypes, get.restype = [], ctypes.c_int
     put.argtypes, put.restype = [ctypes.c_int], None
     return Kernel(step, get, put)
+
+
+@lru_cache(maxsize=None)
+def count_kernel(dtype_name: str) -> Kernel:
+    """``fastmnist_count_*`` for ``dtype_name``, as :func:`grads_kernel`."""
+    # gemm, lo, hi, T, D, H, C, W1, b1a, W2a, src, pixel_scale, labels, xt, a1, za, y
+    step = compiled.compiled_function("count", dtype_name,
+                                      [P] + [SIZE] * 6 + [P] * 4 + ["real"] + [P] * 5,
+                                      restype=ctypes.c_int64)
+    return grads_kernel(dtype_name)._replace(step=step)
+
+
+def run_on_own_cores(kernel: Kernel, team: Team, job: Callable[[int], None]) -> None:
+    """``team.run(job)`` with BLAS held to one thread per call, so that each thread's products
+    stay on its own core; the setting is put back after. It is OpenBLAS's only one: its
+    "per-thread" setting, ``openblas_set_num_threads_local``, sets the same global count."""
+    threads = kernel.get_threads()
+    kernel.set_threads(1)
+    try:
+        team.run(job)
+    finally:
+        kernel.set_threads(threads)
 
 
 class TiledStep(ThreadedStep):
@@ -103,14 +128,7 @@ class TiledStep(ThreadedStep):
 
     def _tiled(self, idx: np.ndarray, loss: ctypes.c_void_p) -> None:
         self.idx_at, self.loss_at = address(idx), loss
-        # One BLAS thread per call while the threads run, so each product stays on its core.
-        # The setting is OpenBLAS's only one (its "per-thread" setting is global as well).
-        threads = self.kernel.get_threads()
-        self.kernel.set_threads(1)
-        try:
-            self.team.run(self._grads)
-        finally:
-            self.kernel.set_threads(threads)
+        run_on_own_cores(self.kernel, self.team, self._grads)
         gb1a, gW1, gW2a = self.sums[0]
         for more in self.sums[1:]:
             gb1a += more[0]
@@ -122,3 +140,50 @@ class TiledStep(ThreadedStep):
 
     def _grads(self, j: int) -> None:
         self.kernel.step.call(*self.fixed[j], self.idx_at, self.loss_at)
+
+
+class TiledCount:
+    """How many rows of a set the network classifies correctly, each thread of ``team`` (a
+    :class:`~fastmnist.steps.threaded.Team`, e.g. a :class:`TiledStep`'s) counting its block
+    of rows in one ``fastmnist_count_*`` call: the step's forward pass, tile by tile in cache.
+
+    ``count(x, t_idx)`` takes ``x`` ``(N, D)`` floats in the weights' dtype or uint8 pixels,
+    C-ordered, and ``t_idx`` ``(N,)`` integer labels, and reads ``params`` as they are at the
+    call. Like :class:`TiledStep` it leaves OpenBLAS's own threads asleep: woken by a
+    multi-threaded product, they spin for a while after it and slow the tiles by about 40%.
+    Raises ``OSError`` where the kernel is not there."""
+
+    def __init__(self, params: dict, team: Team, tile: int = TILE_ROWS):
+        dt = params["W1"].dtype
+        self.kernel, self.params, self.team, self.tile = count_kernel(dt.name), params, team, tile
+        (d, h), c = params["W1"].shape, params["W2"].shape[1]
+        self.b1a, self.W2a = np.empty((h + 1,), dt), np.empty((h + 1, c), dt)
+        self.scratch = [[np.empty(shape, dt) for shape in ((tile, d), (tile, h), (tile, h + 1), (tile, c))]
+                        for _ in range(team.threads)]
+        self.counts, self.jobs = [0] * team.threads, None
+
+    def __call__(self, x, t_idx):
+        p, dt = self.params, self.params["W1"].dtype
+        if not (x.flags.c_contiguous and x.dtype in (np.uint8, dt)):
+            raise TypeError(f"TiledCount reads C-ordered uint8 or {dt.name} rows, not {x.dtype}")
+        W1 = np.ascontiguousarray(p["W1"])
+        self.b1a[:-1], self.b1a[-1] = p["b1"], np.inf  # +inf: the sigmoid's constant 1 column
+        self.W2a[:-1], self.W2a[-1] = p["W2"], p["b2"]
+        labels = np.ascontiguousarray(t_idx, dtype=np.intp)
+        (d, h), c, real = W1.shape, self.W2a.shape[1], self.kernel.step.real
+        common = (SIZE(self.tile), SIZE(d), SIZE(h), SIZE(c),
+                  *map(address, (W1, self.b1a, self.W2a, x)),
+                  real(PIXEL_SCALE if x.dtype == np.uint8 else 0.0), address(labels))
+        n, threads = x.shape[0], self.team.threads
+        edges = [n * j // threads for j in range(threads + 1)]
+        self.jobs = [(ctypes.c_void_p(self.kernel.step.gemm), SIZE(lo), SIZE(hi), *common,
+                      *map(address, self.scratch[j]))
+                     for j, (lo, hi) in enumerate(zip(edges, edges[1:]))]
+        try:
+            run_on_own_cores(self.kernel, self.team, self._count)
+        finally:
+            self.jobs = None
+        return np.int64(sum(self.counts))
+
+    def _count(self, j: int) -> None:
+        self.counts[j] = self.kernel.step.call(*self.jobs[j])
