@@ -227,15 +227,20 @@ def train(net: TwoLayerNet, x_train, t_train, x_test=None, t_test=None, *, iters
                          "(device='cpu', fast=True); leave it unset elsewhere")
     try:
         with np.errstate(all="ignore"):  # a diverging run is caught below, with a better message
-            with single_threaded_blas() if overlap else nullcontext(False) as blas_limited:
-                history.config["overlap"] = bool(blas_limited)
+            # One BLAS thread per call: for the pipeline's two threads, and for the tiled step,
+            # whose threads each run their own products (a multi-threaded product anywhere
+            # would wake OpenBLAS's threads, which then spin and take cores from the tiles).
+            tiled = isinstance(step, TiledStep)
+            with single_threaded_blas() if overlap or tiled else nullcontext(False) as limited:
+                overlapped = limited and overlap
+                history.config["overlap"] = bool(overlapped)
                 count = make_count(fast, net, step)
-                if blas_limited:
+                if overlapped:
                     with Pipeline(step.new_batch, sampler, iters, sets) as pipe:
                         loop.overlapped(iters, pipe)
                 else:
                     loop.serial(iters, count)
-            if blas_limited:  # the last scoring has nothing to overlap: all BLAS threads take it
+            if overlapped:  # the last scoring has nothing to overlap: all BLAS threads take it
                 loop.score(count)
     except BaseException as exc:  # Ctrl-C included: the caller gets what ran
         loop.keep_what_ran(exc)
@@ -381,6 +386,9 @@ def memory_needed(sizes, batch_size: int, dtype) -> int:
                                        + 3 * (h + 1) * c)
 
 
+CHECK_ROWS = 4096  # a compiled CPU scorer is checked on this many rows of its first set
+
+
 def make_count(fast, net, step=None):
     """The full-set scorer: the buffered one when ``fast`` (on a GPU, checked on its first
     call against the plain forward pass), with a :class:`TiledStep` its compiled counterpart on
@@ -395,7 +403,8 @@ def make_count(fast, net, step=None):
         except OSError:  # a build without the count: the buffered one does the job
             pass
         else:
-            return CheckedCount(tiled, BufferedCount(net.params, net.xp), net.params)
+            return CheckedCount(tiled, BufferedCount(net.params, net.xp), net.params,
+                                rows=CHECK_ROWS)
     return BufferedCount(net.params, net.xp)
 
 

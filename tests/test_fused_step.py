@@ -193,3 +193,20 @@ def test_rows_rounding_can_flip_are_forgiven(recwarn):
     count = CheckedCount(lambda x, t: net.count_correct(x, t) + 3, net.count_correct, net.params)
     count(x, t)
     assert count.reason is None and not recwarn.list
+
+
+def test_a_scorer_checked_on_its_first_rows_then_scores_the_whole_set(recwarn):
+    net, x, t = scorer_problem()
+    calls = []
+
+    def fast(x, t):
+        calls.append(len(x))
+        return BufferedCount(net.params, np)(x, t)
+
+    count = CheckedCount(fast, net.count_correct, net.params, rows=64)
+    assert int(count(x, t)) == int(net.count_correct(x, t))
+    assert calls == [64, 500] and count.reason is None and not recwarn.list
+    wrong = CheckedCount(lambda x, t: BufferedCount(net.params, np)(x, (t + 1) % 10),
+                         net.count_correct, net.params, rows=64)
+    with pytest.warns(RuntimeWarning, match="fast full-set scoring was not used"):
+        assert int(wrong(x, t)) == int(net.count_correct(x, t))  # the whole set, plainly

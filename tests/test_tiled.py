@@ -93,7 +93,7 @@ def test_a_tiled_step_that_goes_wrong_on_its_first_step_is_dropped(monkeypatch, 
         holder["gW1"] = step.gW1
         losses = np.zeros((5, 500), np.float32)
         if isinstance(step, TiledStep):
-            why = "first step differs from the NumPy step" if fault == "disagrees" else "broken"
+            why = "gradients of 500 rows differ from NumPy" if fault == "disagrees" else "broken"
             with pytest.warns(RuntimeWarning, match=why):
                 step(rows[0], losses, 0)
             assert not step.compiled and blas_threads() == before

@@ -215,17 +215,25 @@ class CheckedCount:
     :class:`~fastmnist.steps.tiled.TiledCount` and :class:`BufferedCount`). Their first
     counts may differ only by rows whose class float rounding can flip
     (:func:`fastmnist.agreement.uncertain_rows`); beyond that, or if ``fast`` fails, it warns
-    once and scores with ``plain`` from then on.
+    once and scores with ``plain`` from then on. With ``rows``, only a set's first ``rows``
+    rows are scored both ways.
     """
 
-    def __init__(self, fast, plain, params: dict):
-        self.fast, self.plain, self.params = fast, plain, params
+    def __init__(self, fast, plain, params: dict, rows: int | None = None):
+        self.fast, self.plain, self.params, self.rows = fast, plain, params, rows
         self.checked, self.reason = False, None
 
     def __call__(self, x, t_idx):
         if self.checked:
             return (self.plain if self.reason else self.fast)(x, t_idx)
         self.checked = True
+        if self.rows is None or x.shape[0] <= self.rows:
+            return self._check(x, t_idx)
+        self._check(x[:self.rows], t_idx[:self.rows])  # then the whole set, as from now on
+        return (self.plain if self.reason else self.fast)(x, t_idx)
+
+    def _check(self, x, t_idx):
+        """The plain count of ``x``, after comparing the fast one with it."""
         expected = self.plain(x, t_idx)
         try:
             got = int(to_numpy(self.fast(x, t_idx)))
@@ -243,7 +251,7 @@ class CheckedCount:
                                    f"counted {want} (rounding could change {flips})")
         if self.reason:
             warnings.warn(f"the fast full-set scoring was not used: {self.reason}; scoring "
-                          "with the plain forward pass", RuntimeWarning, stacklevel=2)
+                          "with the plain forward pass", RuntimeWarning, stacklevel=3)
         return expected
 
 

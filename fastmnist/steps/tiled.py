@@ -11,8 +11,8 @@ thread meanwhile), each core sums its block's gradients, and the step adds those
 subtracts them from the weights. Measured against ThreadedStep in one process on 2 cores, about
 half the time at batch 10,000 and 60,000, hidden 50 and 256 (see README).
 
-The first step is checked against the NumPy step as :class:`~fastmnist.steps.compiled.CompiledStep`'s
-is; a disagreement, or a kernel that is not there, leaves the threaded NumPy step in charge.
+Before its first step, the kernel's gradients of the batch's first 512 rows are checked against
+NumPy's; a disagreement, or a kernel that is not there, leaves the threaded NumPy step in charge.
 :class:`TiledCount` scores a whole set the same way on the step's threads, so that training
 never wakes OpenBLAS's own threads, which spin for a while after each multi-threaded product
 and would take a core from the tiles (measured: 40% slower right after one).
@@ -20,17 +20,20 @@ and would take a core from the tiles (measured: 40% slower right after one).
 from __future__ import annotations
 
 import ctypes
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Callable, NamedTuple
 
 import numpy as np
 
-from ..network import PIXEL_SCALE
+from ..agreement import disagreement, terms_per_step, tolerance
+from ..network import PIXEL_SCALE, as_float, backprop, one_hot
 from . import compiled
-from .compiled import P, SIZE, address, first_step_agrees
+from .compiled import P, SIZE, address
 from .threaded import Team, ThreadedStep
 
 TILE_ROWS = 256  # 256 x 784 float32 rows are 800 KB: in a core's L2 with the tile's products
+CHECK_ROWS = 512  # rows of the first batch the kernel is checked on
 
 
 class Kernel(NamedTuple):
@@ -64,14 +67,16 @@ def count_kernel(dtype_name: str) -> Kernel:
     return grads_kernel(dtype_name)._replace(step=step)
 
 
-def run_on_own_cores(kernel: Kernel, team: Team, job: Callable[[int], None]) -> None:
-    """``team.run(job)`` with BLAS held to one thread per call, so that each thread's products
-    stay on its own core; the setting is put back after. It is OpenBLAS's only one: its
-    "per-thread" setting, ``openblas_set_num_threads_local``, sets the same global count."""
+@contextmanager
+def one_blas_thread(kernel: Kernel):
+    """BLAS held to one thread per call inside the block (so that each of our threads'
+    products stays on its own core, and OpenBLAS's own threads stay asleep), then put back.
+    It is OpenBLAS's only setting: its "per-thread" one, ``openblas_set_num_threads_local``,
+    sets the same global count."""
     threads = kernel.get_threads()
     kernel.set_threads(1)
     try:
-        team.run(job)
+        yield
     finally:
         kernel.set_threads(threads)
 
@@ -120,15 +125,17 @@ class TiledStep(ThreadedStep):
         idx = np.ascontiguousarray(idx, dtype=np.intp)
         if not self.checked:
             self.checked = True
-            self.compiled = first_step_agrees(self, lambda loss: self._tiled(idx, loss),
-                                              lambda: ThreadedStep.__call__(self, idx, losses, i),
-                                              losses, i)
-            return
-        self._tiled(idx, compiled.loss_address(losses, i, self.dtype))
-
-    def _tiled(self, idx: np.ndarray, loss: ctypes.c_void_p) -> None:
-        self.idx_at, self.loss_at = address(idx), loss
-        run_on_own_cores(self.kernel, self.team, self._grads)
+            try:
+                problem = self.kernel_disagrees(idx)
+            except Exception as exc:  # noqa: BLE001 - whatever goes wrong, NumPy does the job
+                problem = exc
+            if problem is not None:
+                self.compiled = False
+                compiled.unavailable(problem)
+                return super().__call__(idx, losses, i)
+        self.idx_at, self.loss_at = address(idx), compiled.loss_address(losses, i, self.dtype)
+        with one_blas_thread(self.kernel):
+            self.team.run(self._grads)
         gb1a, gW1, gW2a = self.sums[0]
         for more in self.sums[1:]:
             gb1a += more[0]
@@ -137,6 +144,29 @@ class TiledStep(ThreadedStep):
         self.params["W1"] -= gW1
         self.b1a[:-1] -= gb1a[:-1]  # the last entry stays +inf
         self.W2a -= gW2a
+
+    def kernel_disagrees(self, idx: np.ndarray) -> AssertionError | None:
+        """Check the kernel before its first step: its gradients of the batch's first
+        ``CHECK_ROWS`` rows (one call on this thread) against NumPy's backprop of the same
+        rows. Cheaper than a whole second step, and no product wakes OpenBLAS's threads."""
+        n = min(CHECK_ROWS, idx.shape[0])
+        (d, h), c = self.params["W1"].shape, self.classes
+        loss = np.zeros((n,), self.dtype)
+        first = self.fixed[0]  # block 0's buffers, its rows replaced by the first n
+        with one_blas_thread(self.kernel):
+            self.kernel.step.call(first[0], SIZE(0), SIZE(n), *first[3:], address(idx),
+                                  address(loss))
+            rows = as_float(np, self.source[idx[:n]], self.dtype)
+            p = {"W1": self.params["W1"], "b1": self.b1a[:h], "W2": self.W2a[:h], "b2": self.W2a[h]}
+            grads, mean_loss = backprop(p, rows, one_hot(self.labels[idx[:n]], c, self.dtype))
+        gb1a, gW1, gW2a = self.sums[0]
+        per_row = n * self.scale  # the kernel sums each row's gradient times lr / B
+        got = {"W1": gW1, "b1": gb1a[:h], "W2": gW2a[:h], "b2": gW2a[h]}
+        tol = tolerance(np.dtype(self.dtype).name, terms_per_step((d, h, c), n))
+        problem = (disagreement(got, {k: v * per_row for k, v in grads.items()}, tol)
+                   or disagreement({"loss": loss.mean()}, {"loss": mean_loss}, tol))
+        return None if problem is None else AssertionError(
+            f"its gradients of {n} rows differ from NumPy's: {problem}")
 
     def _grads(self, j: int) -> None:
         self.kernel.step.call(*self.fixed[j], self.idx_at, self.loss_at)
@@ -180,7 +210,8 @@ class TiledCount:
                       *map(address, self.scratch[j]))
                      for j, (lo, hi) in enumerate(zip(edges, edges[1:]))]
         try:
-            run_on_own_cores(self.kernel, self.team, self._count)
+            with one_blas_thread(self.kernel):
+                self.team.run(self._count)
         finally:
             self.jobs = None
         return np.int64(sum(self.counts))
