@@ -12,7 +12,8 @@ same parameters, once with the fused kernels and once with BufferedStep's generi
 (:mod:`fastmnist.agreement`). If they differ beyond float32 rounding, or a kernel fails to
 compile or launch, it warns once with the reason and keeps the generic step. The CUDA graph is
 checked the same way against the eager fused step. :class:`~fastmnist.steps.generic.CheckedCount`
-does the same for the full-set scoring. These checks copy to the host once, on the first step or scoring only.
+does the same for the full-set scoring. These checks copy to the host once, on the first step
+or scoring only.
 
 CuPy reaches this module only as ``backend.xp``: nothing here imports it.
 """

@@ -104,16 +104,18 @@ class TiledStep(ThreadedStep):
         real = self.kernel.step.real
         self.sums, self.fixed, self.scratch = [], [], []  # the buffers behind the addresses
         for j, block in enumerate(self.blocks):
-            tile_rows = min(tile, block.stop - block.start)
+            rows = min(tile, block.stop - block.start)
             scratch = [np.empty(shape, dt) for shape in
-                       ((tile_rows, d), (tile_rows, h), (tile_rows, h + 1), (tile_rows, c), (tile_rows, h))]
+                       ((rows, d), (rows, h), (rows, h + 1), (rows, c), (rows, h))]
             # block 0 sums into the NumPy step's own gradient buffers; the others into their own
             sums = ((self.gb1a, self.gW1, self.gW2a) if j == 0 else
                     (np.empty_like(self.gb1a), np.empty_like(self.gW1), np.empty_like(self.gW2a)))
             self.sums.append(sums)
             self.scratch.append(scratch)
+            # every argument but the batch's rows and its losses' row (see grads_kernel)
             self.fixed.append((
-                ctypes.c_void_p(self.kernel.step.gemm), SIZE(block.start), SIZE(block.stop), SIZE(tile_rows), SIZE(d), SIZE(h), SIZE(c),
+                ctypes.c_void_p(self.kernel.step.gemm), SIZE(block.start), SIZE(block.stop),
+                *map(SIZE, (rows, d, h, c)),
                 *map(address, (self.params["W1"], self.b1a, self.W2a, x)), real(pixel_scale),
                 address(self.labels), real(self.scale), *map(address, scratch + list(sums))))
         self.idx_at, self.loss_at = None, None
@@ -152,12 +154,13 @@ class TiledStep(ThreadedStep):
         n = min(CHECK_ROWS, idx.shape[0])
         (d, h), c = self.params["W1"].shape, self.classes
         loss = np.zeros((n,), self.dtype)
-        first = self.fixed[0]  # block 0's buffers, its rows replaced by the first n
+        first = self.fixed[0]  # block 0's arguments, its rows (lo, hi) replaced by (0, n)
         with one_blas_thread(self.kernel):
             self.kernel.step.call(first[0], SIZE(0), SIZE(n), *first[3:], address(idx),
                                   address(loss))
             rows = as_float(np, self.source[idx[:n]], self.dtype)
-            p = {"W1": self.params["W1"], "b1": self.b1a[:h], "W2": self.W2a[:h], "b2": self.W2a[h]}
+            p = {"W1": self.params["W1"], "b1": self.b1a[:h], "W2": self.W2a[:h],
+                 "b2": self.W2a[h]}
             grads, mean_loss = backprop(p, rows, one_hot(self.labels[idx[:n]], c, self.dtype))
         gb1a, gW1, gW2a = self.sums[0]
         per_row = n * self.scale  # the kernel sums each row's gradient times lr / B
@@ -188,7 +191,8 @@ class TiledCount:
         self.kernel, self.params, self.team, self.tile = count_kernel(dt.name), params, team, tile
         (d, h), c = params["W1"].shape, params["W2"].shape[1]
         self.b1a, self.W2a = np.empty((h + 1,), dt), np.empty((h + 1, c), dt)
-        self.scratch = [[np.empty(shape, dt) for shape in ((tile, d), (tile, h), (tile, h + 1), (tile, c))]
+        self.scratch = [[np.empty(shape, dt) for shape in
+                         ((tile, d), (tile, h), (tile, h + 1), (tile, c))]
                         for _ in range(team.threads)]
         self.counts, self.jobs = [0] * team.threads, None
 
