@@ -151,15 +151,18 @@ def scorer_problem(seed=0, std=0.3):
     return net, x, t
 
 
-def test_a_right_scorer_passes_its_check_and_keeps_scoring(recwarn):
-    net, x, t = scorer_problem()
-    calls = []
-
+def recorded(net, calls: list):
+    """The buffered scorer, noting how many rows each call scores."""
     def fast(x, t):
         calls.append(len(x))
         return BufferedCount(net.params, np)(x, t)
+    return fast
 
-    count = CheckedCount(fast, net.count_correct, net.params)
+
+def test_a_right_scorer_passes_its_check_and_keeps_scoring(recwarn):
+    net, x, t = scorer_problem()
+    calls = []
+    count = CheckedCount(recorded(net, calls), net.count_correct, net.params)
     expected = int(net.count_correct(x, t))
     assert int(count(x, t)) == expected and int(count(x[:100], t[:100])) == int(
         net.count_correct(x[:100], t[:100]))
@@ -198,12 +201,7 @@ def test_rows_rounding_can_flip_are_forgiven(recwarn):
 def test_a_scorer_checked_on_its_first_rows_then_scores_the_whole_set(recwarn):
     net, x, t = scorer_problem()
     calls = []
-
-    def fast(x, t):
-        calls.append(len(x))
-        return BufferedCount(net.params, np)(x, t)
-
-    count = CheckedCount(fast, net.count_correct, net.params, rows=64)
+    count = CheckedCount(recorded(net, calls), net.count_correct, net.params, rows=64)
     assert int(count(x, t)) == int(net.count_correct(x, t))
     assert calls == [64, 500] and count.reason is None and not recwarn.list
     wrong = CheckedCount(lambda x, t: BufferedCount(net.params, np)(x, (t + 1) % 10),

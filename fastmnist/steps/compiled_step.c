@@ -194,24 +194,16 @@ EXPORT void fastmnist_step_f64(dgemm_fn gemm, int64_t b, int64_t d, int64_t h, i
         gemm(ROW_MAJOR, TRANS, NO_TRANS, d, h, n, one, xt, d, dz, h, beta, gW1, h);             \
     }
 
-EXPORT void fastmnist_grads_f32(sgemm_fn gemm, int64_t lo, int64_t hi,
-                                int64_t T, int64_t d, int64_t h, int64_t c, const float *W1,
-                                const float *b1a, const float *W2a, const void *src,
-                                float pixel_scale, const intptr_t *labels, float scale, float *xt,
-                                float *a1, float *za, float *y, float *dz, float *gb1a, float *gW1,
-                                float *gW2a, const intptr_t *idx, float *loss) {
-    GRADS_BODY(float)
-}
-
-EXPORT void fastmnist_grads_f64(dgemm_fn gemm, int64_t lo, int64_t hi,
-                                int64_t T, int64_t d, int64_t h, int64_t c, const double *W1,
-                                const double *b1a, const double *W2a, const void *src,
-                                double pixel_scale, const intptr_t *labels, double scale,
-                                double *xt, double *a1, double *za, double *y, double *dz,
-                                double *gb1a, double *gW1, double *gW2a, const intptr_t *idx,
-                                double *loss) {
-    GRADS_BODY(double)
-}
+#define GRADS(suffix, real, gemm_type)                                                          \
+    EXPORT void fastmnist_grads_##suffix(                                                       \
+        gemm_type gemm, int64_t lo, int64_t hi, int64_t T, int64_t d, int64_t h, int64_t c,     \
+        const real *W1, const real *b1a, const real *W2a, const void *src, real pixel_scale,    \
+        const intptr_t *labels, real scale, real *xt, real *a1, real *za, real *y, real *dz,    \
+        real *gb1a, real *gW1, real *gW2a, const intptr_t *idx, real *loss) {                   \
+        GRADS_BODY(real)                                                                        \
+    }
+GRADS(f32, float, sgemm_fn)
+GRADS(f64, double, dgemm_fn)
 
 /* How many of rows [lo, hi) of x (N, D) the network classifies as labels (N) says, walked in
    tiles of T rows (floats, or uint8 pixels scaled by pixel_scale into the scratch xt (T, D)):
@@ -240,18 +232,12 @@ EXPORT void fastmnist_grads_f64(dgemm_fn gemm, int64_t lo, int64_t hi,
     }                                                                                           \
     return correct;
 
-EXPORT int64_t fastmnist_count_f32(sgemm_fn gemm, int64_t lo, int64_t hi, int64_t T, int64_t d,
-                                   int64_t h, int64_t c, const float *W1, const float *b1a,
-                                   const float *W2a, const void *src, float pixel_scale,
-                                   const intptr_t *labels, float *xt, float *a1, float *za,
-                                   float *y) {
-    COUNT_BODY(float)
-}
-
-EXPORT int64_t fastmnist_count_f64(dgemm_fn gemm, int64_t lo, int64_t hi, int64_t T, int64_t d,
-                                   int64_t h, int64_t c, const double *W1, const double *b1a,
-                                   const double *W2a, const void *src, double pixel_scale,
-                                   const intptr_t *labels, double *xt, double *a1, double *za,
-                                   double *y) {
-    COUNT_BODY(double)
-}
+#define COUNT(suffix, real, gemm_type)                                                          \
+    EXPORT int64_t fastmnist_count_##suffix(                                                    \
+        gemm_type gemm, int64_t lo, int64_t hi, int64_t T, int64_t d, int64_t h, int64_t c,     \
+        const real *W1, const real *b1a, const real *W2a, const void *src, real pixel_scale,    \
+        const intptr_t *labels, real *xt, real *a1, real *za, real *y) {                        \
+        COUNT_BODY(real)                                                                        \
+    }
+COUNT(f32, float, sgemm_fn)
+COUNT(f64, double, dgemm_fn)
