@@ -386,7 +386,7 @@ def memory_needed(sizes, batch_size: int, dtype) -> int:
                                        + 3 * (h + 1) * c)
 
 
-CHECK_ROWS = 4096  # a compiled CPU scorer is checked on this many rows of its first set
+CHECK_ROWS = 1024  # a compiled CPU scorer is checked on this many rows of its first set
 
 
 def make_count(fast, net, step=None):

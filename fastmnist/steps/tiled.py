@@ -33,7 +33,7 @@ from .compiled import P, SIZE, address
 from .threaded import Team, ThreadedStep
 
 TILE_ROWS = 256  # 256 x 784 float32 rows are 800 KB: in a core's L2 with the tile's products
-CHECK_ROWS = 512  # rows of the first batch the kernel is checked on
+CHECK_ROWS = 512  # rows of the first batch the kernel is checked on: two tiles
 
 
 class Kernel(NamedTuple):
