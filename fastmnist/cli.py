@@ -304,12 +304,13 @@ def add_gradcheck(sub) -> None:
 
 # -- info ---------------------------------------------------------------------------------------
 def cmd_info(args) -> int:
-    from .steps import compiled
+    from .steps import compiled, tiled
     from .system import blas_info, cuda_lines, cuda_report
 
     print(f"fastmnist {__version__}, Python {platform.python_version()} on {platform.platform()}")
     print(f"NumPy {np.__version__}; BLAS: {'; '.join(blas_info()) or 'unknown'}")
     print(f"CPU training step: {compiled.describe()}")
+    print(f"large batches: {tiled.describe()}")
     print("\n".join(cuda_lines(cuda_report())))
     backend = get_backend(args.device)
     print(f"device used by default: {backend.device}"

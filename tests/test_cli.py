@@ -85,6 +85,11 @@ def test_gradcheck_and_info(capsys):
 
     built = compiled.library_file() and compiled.numpy_gemm_library()
     assert ("CPU training step: compiled" if built else "CPU training step: NumPy") in out
+    from fastmnist.steps.threaded import thread_budget
+
+    large = ("the serial step" if thread_budget() < 2 else
+             "the tiled compiled step" if built else "the NumPy step threaded")
+    assert f"large batches: {large}" in out
 
 
 def test_console_script_help():

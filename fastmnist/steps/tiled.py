@@ -30,7 +30,7 @@ from ..agreement import disagreement, terms_per_step, tolerance
 from ..network import PIXEL_SCALE, as_float, backprop, one_hot
 from . import compiled
 from .compiled import P, SIZE, address
-from .threaded import Team, ThreadedStep
+from .threaded import THREADED_MIN_BATCH, Team, ThreadedStep, thread_budget, worth_threading
 
 TILE_ROWS = 256  # 256 x 784 float32 rows are 800 KB: in a core's L2 with the tile's products
 CHECK_ROWS = 512  # rows of the first batch the kernel is checked on: two tiles
@@ -79,6 +79,22 @@ def one_blas_thread(kernel: Kernel):
         yield
     finally:
         kernel.set_threads(threads)
+
+
+def describe() -> str:
+    """Which step training takes for large batches here, in one line (``fastmnist info``)."""
+    threads = thread_budget()
+    if not worth_threading(THREADED_MIN_BATCH, threads):
+        return f"the serial step (this process may use {threads} thread: taskset, OMP_NUM_THREADS)"
+    kind = "the NumPy step threaded"
+    if compiled.setting() != "off":
+        try:
+            grads_kernel("float32")
+        except OSError:
+            pass
+        else:
+            kind = "the tiled compiled step"
+    return f"{kind}, from {THREADED_MIN_BATCH:,} rows a batch, on {threads} threads"
 
 
 class TiledStep(ThreadedStep):
