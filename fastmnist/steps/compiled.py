@@ -118,7 +118,7 @@ def compiled_function(name: str, dtype_name: str, argtypes: list, restype=None) 
     return Step(call, ctypes.cast(gemm, ctypes.c_void_p).value, real)
 
 
-P, SIZE = ctypes.c_void_p, ctypes.c_int64
+P, SIZE = ctypes.c_void_p, ctypes.c_int64  # a pointer and an int64_t, in argtypes lists
 
 
 @lru_cache(maxsize=None)
