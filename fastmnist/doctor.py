@@ -5,7 +5,7 @@ check (PASS, FAIL or SKIP with the reason) and an exit code, or ``--json`` for a
 Every comparison allows float rounding (:mod:`fastmnist.agreement`), nothing more.
 
 On any machine: backprop against numerical gradients; the tuned step against the plain one over
-N steps; uint8 against float input; a model file's round trip; a short run that must learn; the
+N steps, and the large-batch step over a few; uint8 against float input; a model file's round trip; a short run that must learn; the
 BLAS library's products with one thread and with all. Where CUDA is usable: the versions and
 the GPU; the fused kernels against the generic step; the CUDA graph against eager steps; the GPU
 against the CPU on the same batches; uint8 data resident on the device; the full-set scoring;
@@ -29,15 +29,17 @@ import numpy as np
 
 from . import __version__, agreement
 from .backend import DeviceError, get_backend, to_numpy
-from .steps.cuda import CheckedCount, first_line
+from .steps.generic import CheckedCount, first_line
 from .modelfile import ModelFileError
 from .network import TwoLayerNet, gradient_check, one_hot
 from .steps import BufferedCount, BufferedStep, PlainStep
 from .system import blas_info, blas_libraries, cuda_report
+from .steps.threaded import THREADED_MIN_BATCH
 from .train import make_step, train
 
 LR, BATCH, ROWS = 0.1, 100, 1000  # the article's step on 1,000 random rows
 STEPS = 200
+LARGE_STEPS = 5  # steps of THREADED_MIN_BATCH rows, where train() takes its large-batch step
 
 
 @dataclass
@@ -131,10 +133,10 @@ def run_steps(kind: str, device, x, t, rows, graph: bool = True):
     return net.host_params(), to_numpy(losses).mean(axis=1), step
 
 
-def agree(got, expected, steps: int, what: str) -> tuple[bool, str]:
+def agree(got, expected, steps: int, what: str, batch: int = BATCH) -> tuple[bool, str]:
     """Parameters and losses (``(params, batch-mean losses)`` of :func:`run_steps`) of two runs
     of ``steps`` steps, within rounding."""
-    tol = agreement.tolerance("float32", agreement.terms_per_step((784, 50, 10), BATCH), steps)
+    tol = agreement.tolerance("float32", agreement.terms_per_step((784, 50, 10), batch), steps)
     problem = (agreement.disagreement(got[0], expected[0], tol)
                or agreement.disagreement({"loss": got[1]}, {"loss": expected[1]}, tol))
     if problem:
@@ -158,12 +160,36 @@ def check_gradient(steps: int):
                           f"{worst:.1e}, limit 1e-6")
 
 
+def fast_steps(x, t, rows):
+    """:func:`run_steps` of the step ``train()`` takes here; raises where a compiled step fell
+    back to NumPy (right numbers, but its kernel failed or disagreed), saying why."""
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        fast = run_steps("fast", "cpu", x, t, rows)
+    if getattr(fast[2], "compiled", True) is False:
+        why = next((str(w.message) for w in said), "no reason given")
+        raise RuntimeError(f"{type(fast[2]).__name__} fell back to NumPy: {why}")
+    return fast
+
+
 def check_fast_step(steps: int):
     x, t = random_rows()
     rows = batches(steps)
-    fast = run_steps("fast", "cpu", x, t, rows)
+    fast = fast_steps(x, t, rows)
     return agree(fast[:2], run_steps("plain", "cpu", x, t, rows)[:2], steps,
                  f"{type(fast[2]).__name__} and the plain array-API step")
+
+
+def check_large_batch(steps: int):
+    x, t = random_rows()
+    rows = np.random.default_rng(1).integers(0, ROWS, (LARGE_STEPS, THREADED_MIN_BATCH))
+    fast = fast_steps(x, t, rows)
+    close = getattr(fast[2], "close", None)
+    if close:
+        close()
+    return agree(fast[:2], run_steps("plain", "cpu", x, t, rows)[:2], LARGE_STEPS,
+                 f"{type(fast[2]).__name__} and the plain array-API step at batch "
+                 f"{THREADED_MIN_BATCH:,}", batch=THREADED_MIN_BATCH)
 
 
 def check_uint8(steps: int):
@@ -338,7 +364,8 @@ def check_gpu_memory(cuda, steps: int):
 
 
 CPU_CHECKS = [
-    ("gradient", check_gradient), ("fast step", check_fast_step), ("uint8 input", check_uint8),
+    ("gradient", check_gradient), ("fast step", check_fast_step),
+    ("large batch", check_large_batch), ("uint8 input", check_uint8),
     ("model file", check_model_file), ("learning", check_learning), ("BLAS", check_blas),
 ]
 CUDA_CHECKS = [

@@ -8,7 +8,8 @@ import pytest
 from fastmnist import TwoLayerNet, agreement, functions as F, to_numpy, train
 from fastmnist.backend import DeviceError, array_namespace, get_backend
 from fastmnist.cli import main
-from fastmnist.steps.cuda import CheckedCount, CudaStep, FusedStep
+from fastmnist.steps.cuda import CudaStep, FusedStep
+from fastmnist.steps.generic import CheckedCount
 from fastmnist.steps.kernels import CudaKernels, NumpyKernels
 from fastmnist.network import gradient_check, one_hot
 from fastmnist.steps import BufferedCount, BufferedStep

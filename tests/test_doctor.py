@@ -102,3 +102,25 @@ def test_a_check_that_crashes_is_one_failed_line(monkeypatch):
     assert results["model file"].status == "FAIL"
     assert results["model file"].detail == "OSError: [Errno 28] No space left on device"
     assert results["learning"].status == "PASS"
+
+
+def test_a_compiled_step_that_falls_back_fails_the_doctor_with_the_reason(monkeypatch, capsys):
+    """Right numbers from the NumPy fallback, but a broken kernel: the doctor says so."""
+    from fastmnist.steps import compiled, tiled
+
+    if compiled.why_unavailable() is not None:
+        pytest.skip(f"the compiled step is not available here: {compiled.why_unavailable()}")
+    real = tiled.grads_kernel("float32")
+
+    def broken(*args):
+        raise OSError("a broken library")
+
+    monkeypatch.setattr(tiled, "grads_kernel",
+                        lambda name: real._replace(step=real.step._replace(call=broken)))
+    monkeypatch.setattr(sys.modules["fastmnist.train"], "thread_budget", lambda: 2)
+    assert main(["doctor", "--device", "cpu", "--steps", "10"]) == 1
+    found = lines_of(capsys.readouterr().out)
+    assert found["large batch"][0] == "FAIL"
+    assert "TiledStep fell back to NumPy" in found["large batch"][1]
+    assert "a broken library" in found["large batch"][1]
+    assert found["fast step"][0] == "PASS"

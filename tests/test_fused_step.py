@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from fastmnist import TwoLayerNet, train
-from fastmnist.steps.cuda import CheckedCount, FusedStep
+from fastmnist.steps.cuda import FusedStep
+from fastmnist.steps.generic import CheckedCount
 from fastmnist.steps.kernels import NumpyKernels
 from fastmnist.network import one_hot
 from fastmnist.steps import BufferedCount, BufferedStep, PlainStep

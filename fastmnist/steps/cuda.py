@@ -24,7 +24,7 @@ import warnings
 from .. import agreement
 from ..backend import to_numpy
 from .kernels import CudaKernels
-from .generic import BufferedStep, CheckedCount, first_line  # noqa: F401 - re-exported
+from .generic import BufferedStep, first_line
 
 
 class FusedStep(BufferedStep):
