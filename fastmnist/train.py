@@ -386,7 +386,7 @@ def memory_needed(sizes, batch_size: int, dtype) -> int:
                                        + 3 * (h + 1) * c)
 
 
-CHECK_ROWS = 1024  # a compiled CPU scorer is checked on this many rows of its first set
+SCORER_CHECK_ROWS = 1024  # a compiled CPU scorer is checked on this many rows of its first set
 
 
 def make_count(fast, net, step=None):
@@ -404,7 +404,7 @@ def make_count(fast, net, step=None):
             pass
         else:
             return CheckedCount(tiled, BufferedCount(net.params, net.xp), net.params,
-                                rows=CHECK_ROWS)
+                                rows=SCORER_CHECK_ROWS)
     return BufferedCount(net.params, net.xp)
 
 

@@ -109,7 +109,8 @@ def test_a_tiled_step_that_goes_wrong_on_its_first_step_is_dropped(monkeypatch, 
     np.testing.assert_array_equal(got_losses, expected_losses)
 
 
-def test_a_training_set_it_cannot_gather_leaves_the_threaded_step_in_charge(monkeypatch):
+def test_a_training_set_it_cannot_gather_is_refused_saying_why():
+    """An OSError, which make_step takes as 'unavailable': the threaded NumPy step then runs."""
     x, t = small_problem(n=1_000, d=784, seed=1)
     net = TwoLayerNet(seed=0, device="cpu")
     with pytest.raises(OSError, match="not C-ordered"):

@@ -206,38 +206,29 @@ class CompiledStep(CpuStep):
         self.kernel.call(*self.fixed, *where, loss)
 
     def _checked_compute(self, batch, losses, i: int) -> None:
+        """The first step, taken by both steps from the same weights: NumPy's result is kept,
+        and the compiled one is used from now on only if it agrees to float rounding."""
         self.checked = True
-        self.compiled = first_step_agrees(self, lambda loss: self._kernel(batch, loss),
-                                          lambda: CpuStep.compute(self, batch, losses, i),
-                                          losses, i)
-
-
-def first_step_agrees(step, take_compiled, take_numpy, losses, i: int) -> bool:
-    """Take a step's first step both ways from the same weights: ``take_compiled(loss)``
-    (``loss``: the address of a ``(B,)`` row) and ``take_numpy()`` (into ``losses[i]``).
-
-    NumPy's result is kept. Returns whether the compiled one agreed to float rounding; where
-    it did not, or raised, says so once (a ``RuntimeWarning``)."""
-    W1, b1, W2a = step.params["W1"], step.params["b1"], step.W2a  # b1: b1a less its +inf
-    before = {"W1": W1.copy(), "b1": b1.copy(), "W2": W2a.copy()}
-    loss = np.zeros((1, step.batch_size), step.dtype)
-    try:
-        take_compiled(address(loss))
-    except Exception as exc:  # noqa: BLE001 - whatever goes wrong, NumPy does the job
-        problem = exc
-    else:
-        got = {"W1": W1.copy(), "b1": b1.copy(), "W2": W2a.copy()}
+        W1, b1, W2a = self.params["W1"], self.params["b1"], self.W2a  # b1: b1a less its +inf
+        before = {"W1": W1.copy(), "b1": b1.copy(), "W2": W2a.copy()}
+        loss = np.zeros((1, self.batch_size), self.dtype)
+        try:
+            self._kernel(batch, address(loss))
+        except Exception as exc:  # noqa: BLE001 - whatever goes wrong, NumPy does the job
+            problem = exc
+        else:
+            got = {"W1": W1.copy(), "b1": b1.copy(), "W2": W2a.copy()}
+            W1[...], b1[...], W2a[...] = before["W1"], before["b1"], before["W2"]
+            super().compute(batch, losses, i)
+            expected = {"W1": W1, "b1": b1, "W2": W2a}
+            sizes = (W1.shape[0], W1.shape[1], W2a.shape[1])
+            tol = tolerance(np.dtype(self.dtype).name, terms_per_step(sizes, self.batch_size), 1)
+            problem = (disagreement(got, expected, tol, before=before)
+                       or disagreement({"loss": loss[0]}, {"loss": losses[i]}, tol))
+            if problem is None:
+                return
+            problem = AssertionError(f"its first step differs from the NumPy step's: {problem}")
         W1[...], b1[...], W2a[...] = before["W1"], before["b1"], before["W2"]
-        take_numpy()
-        expected = {"W1": W1, "b1": b1, "W2": W2a}
-        sizes = (W1.shape[0], W1.shape[1], W2a.shape[1])
-        tol = tolerance(np.dtype(step.dtype).name, terms_per_step(sizes, step.batch_size), 1)
-        problem = (disagreement(got, expected, tol, before=before)
-                   or disagreement({"loss": loss[0]}, {"loss": losses[i]}, tol))
-        if problem is None:
-            return True
-        problem = AssertionError(f"its first step differs from the NumPy step's: {problem}")
-    W1[...], b1[...], W2a[...] = before["W1"], before["b1"], before["W2"]
-    unavailable(problem)
-    take_numpy()
-    return False
+        self.compiled = False
+        unavailable(problem)
+        super().compute(batch, losses, i)

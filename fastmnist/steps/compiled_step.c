@@ -95,13 +95,17 @@ SOFTMAX(double, exp, log)
         for (k = 0; k < (m) * (n); k++) W[k] -= G[k];                                           \
     }
 
+/* The forward pass of n rows x (n, D): a1 = x W1, za = [sigmoid(a1 + b1), 1], y = za W2a. */
+#define FORWARD(real, n, x)                                                                     \
+    gemm(ROW_MAJOR, NO_TRANS, NO_TRANS, n, h, d, one, x, d, W1, h, zero, a1, h);                \
+    sigmoid_##real(n, h, a1, b1a, za);                                                          \
+    gemm(ROW_MAJOR, NO_TRANS, NO_TRANS, n, c, h + 1, one, za, h + 1, W2a, c, zero, y, c);
+
 /* The float32 and float64 steps differ only in their type, exp and gemm: one body, twice. */
 #define STEP_BODY(real)                                                                         \
     int64_t r, k;                                                                               \
     const real one = 1, zero = 0, minus = -1;                                                   \
-    gemm(ROW_MAJOR, NO_TRANS, NO_TRANS, b, h, d, one, x, d, W1, h, zero, a1, h);                \
-    sigmoid_##real(b, h, a1, b1a, za);                                                          \
-    gemm(ROW_MAJOR, NO_TRANS, NO_TRANS, b, c, h + 1, one, za, h + 1, W2a, c, zero, y, c);       \
+    FORWARD(real, b, x)                                                                         \
     for (r = 0; r < b; r++)                                                                     \
         loss[r] = softmax_##real(y + r * c, c, (flat[r] - r) / b, scale);                      \
     gemm(ROW_MAJOR, NO_TRANS, TRANS, b, h, c, one, y, c, W2a, c, zero, dz, h); /* W2 as it was */ \
@@ -142,6 +146,22 @@ SIGMOID(double, exp, )
 DERIVATIVE(float, VECTOR_CLONES)
 DERIVATIVE(double, )
 
+/* n rows of the training set src (N, D) from row `first` on, copied into dst (n, D), scaled
+   from uint8 pixels where pixel_scale is nonzero; returns dst. */
+#define ROWS(real)                                                                              \
+    static inline real *rows_##real(real *dst, const void *src, int64_t first, int64_t n,       \
+                                    int64_t d, real pixel_scale) {                              \
+        if (pixel_scale == 0) {                                                                 \
+            memcpy(dst, (const real *)src + first * d, n * d * sizeof(real));                   \
+        } else {                                                                                \
+            const uint8_t *p = (const uint8_t *)src + first * d;                                \
+            for (int64_t k = 0; k < n * d; k++) dst[k] = (real)p[k] * pixel_scale;              \
+        }                                                                                       \
+        return dst;                                                                             \
+    }
+ROWS(float)
+ROWS(double)
+
 EXPORT void fastmnist_step_f32(sgemm_fn gemm, int64_t b, int64_t d, int64_t h, int64_t c,
                                float *W1, float *b1a, float *W2a, float *a1, float *za, float *y,
                                float *dz, float *gb1a, float *gW1, float *gW2a, float scale,
@@ -174,18 +194,9 @@ EXPORT void fastmnist_step_f64(dgemm_fn gemm, int64_t b, int64_t d, int64_t h, i
     for (int64_t r0 = lo; r0 < hi; r0 += T) {                                                   \
         const int64_t n = hi - r0 < T ? hi - r0 : T;                                            \
         const real beta = r0 == lo ? zero : one; /* the first tile writes, the others add */    \
-        for (int64_t r = 0; r < n; r++) {                                                       \
-            real *row = xt + r * d;                                                             \
-            if (pixel_scale != 0) {                                                             \
-                const uint8_t *p = (const uint8_t *)src + idx[r0 + r] * d;                      \
-                for (int64_t k = 0; k < d; k++) row[k] = (real)p[k] * pixel_scale;              \
-            } else {                                                                            \
-                memcpy(row, (const real *)src + idx[r0 + r] * d, d * sizeof(real));             \
-            }                                                                                   \
-        }                                                                                       \
-        gemm(ROW_MAJOR, NO_TRANS, NO_TRANS, n, h, d, one, xt, d, W1, h, zero, a1, h);           \
-        sigmoid_##real(n, h, a1, b1a, za);                                                      \
-        gemm(ROW_MAJOR, NO_TRANS, NO_TRANS, n, c, h + 1, one, za, h + 1, W2a, c, zero, y, c);   \
+        for (int64_t r = 0; r < n; r++)                                                         \
+            rows_##real(xt + r * d, src, idx[r0 + r], 1, d, pixel_scale);                       \
+        FORWARD(real, n, xt)                                                                    \
         for (int64_t r = 0; r < n; r++)                                                         \
             loss[r0 + r] = softmax_##real(y + r * c, c, labels[idx[r0 + r]], scale);            \
         gemm(ROW_MAJOR, NO_TRANS, TRANS, n, h, c, one, y, c, W2a, c, zero, dz, h);              \
@@ -214,15 +225,9 @@ GRADS(f64, double, dgemm_fn)
     int64_t correct = 0;                                                                        \
     for (int64_t r0 = lo; r0 < hi; r0 += T) {                                                   \
         const int64_t n = hi - r0 < T ? hi - r0 : T;                                            \
-        const real *rows = (const real *)src + r0 * d;                                          \
-        if (pixel_scale != 0) {                                                                 \
-            const uint8_t *p = (const uint8_t *)src + r0 * d;                                   \
-            for (int64_t k = 0; k < n * d; k++) xt[k] = (real)p[k] * pixel_scale;               \
-            rows = xt;                                                                          \
-        }                                                                                       \
-        gemm(ROW_MAJOR, NO_TRANS, NO_TRANS, n, h, d, one, rows, d, W1, h, zero, a1, h);         \
-        sigmoid_##real(n, h, a1, b1a, za);                                                      \
-        gemm(ROW_MAJOR, NO_TRANS, NO_TRANS, n, c, h + 1, one, za, h + 1, W2a, c, zero, y, c);   \
+        const real *x = pixel_scale != 0 ? rows_##real(xt, src, r0, n, d, pixel_scale)            \
+                                         : (const real *)src + r0 * d; /* floats: read in place */ \
+        FORWARD(real, n, x)                                                                     \
         for (int64_t r = 0; r < n; r++) {                                                       \
             const real *yr = y + r * c;                                                         \
             int64_t best = 0;                                                                   \

@@ -224,12 +224,11 @@ class CheckedCount:
         self.checked, self.reason = False, None
 
     def __call__(self, x, t_idx):
-        if self.checked:
-            return (self.plain if self.reason else self.fast)(x, t_idx)
-        self.checked = True
-        if self.rows is None or x.shape[0] <= self.rows:
-            return self._check(x, t_idx)
-        self._check(x[:self.rows], t_idx[:self.rows])  # then the whole set, as from now on
+        if not self.checked:
+            self.checked = True
+            if self.rows is None or x.shape[0] <= self.rows:
+                return self._check(x, t_idx)
+            self._check(x[:self.rows], t_idx[:self.rows])  # then the whole set, as from now on
         return (self.plain if self.reason else self.fast)(x, t_idx)
 
     def _check(self, x, t_idx):

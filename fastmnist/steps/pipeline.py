@@ -24,9 +24,9 @@ from .generic import BufferedCount
 
 SLOTS = 32  # batches gathered ahead (32 x 318 KB at batch 100)
 GROUP = 4  # slots handed over together: one queue message, one thread wake-up per 4 steps
-# Rows scored between two looks at the queue: ~1.5 ms on one core, well inside the ~6 ms the
-# training loop takes to use up the SLOTS batches gathered ahead at batch 100. With 5,000 rows
-# (~7 ms) the loop waited for batches: the article's workload took 2.59 s against 2.22 s.
+# Rows scored between two looks at the queue: 1.3 ms on one core. 5,000 rows took 5.9 ms, about
+# what the training loop takes at batch 100 to use up the SLOTS batches gathered ahead, and it
+# waited for batches: the article's workload took 2.59 s against 2.22 s (medians of 5).
 SCORE_CHUNK = 1_000
 OVERLAP_MAX_BATCH = 1_000  # above this the step's products want every BLAS thread
 _STOP, _ABORT = "stop", "abort"
