@@ -5,7 +5,8 @@ Each test digit becomes a realistic photo: scaled up to a few hundred pixels, da
 some are stored with an EXIF rotation, some as transparent PNGs. fastmnist's preprocessing and
 the article's pipeline (resize, threshold, erode, invert, raw 0/255 values) are then scored on the
 same photos with a network trained on other digits. The same digits are also written on ruled
-and on squared notebook paper, whose printed lines cross them, and read by fastmnist.
+and on squared notebook paper, whose printed lines cross them, and drawn again with round pens
+from a 1-pixel canvas pen to a marker three times MNIST's width, and read by fastmnist.
 
     python benchmarks/photo_eval.py --count 300 [--out DIR] [--json results.json]
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
+from scipy import ndimage
 
 HERE = Path(__file__).resolve().parent
 SHARED_MNIST = HERE.parent.parent / "shared" / "data" / "mnist"  # this project's machines
@@ -96,6 +98,53 @@ def notebook_photo(digit: np.ndarray, rng: np.random.Generator, squared: bool) -
     photo = photo.rotate(rng.uniform(-3, 3), Image.Resampling.BILINEAR,
                          fillcolor=tuple(int(v) for v in paper))
     return photo.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
+
+
+PENS = (0.1, 1.0, 2.0, 2.5, 3.0)  # pen widths drawn, as multiples of MNIST's (2.6 of 20 px)
+
+
+def pen_drawing(digit: np.ndarray, pen: float) -> tuple[np.ndarray, bool]:
+    """A 28x28 uint8 MNIST digit drawn again as a canvas drawing: the centre lines of its
+    strokes at 10x, inked dark on white with a round pen ``pen`` times MNIST's width (float32
+    (H, W) in 0..1), and whether the drawing is fair: its centre lines drawn at the digit's
+    own width cover the digit (not so for a loop MNIST's pen filled, whose centre line is a
+    stroke), and the new pen leaves its loops open (a fat pen fills a small loop)."""
+    from fastmnist.strokes import skeleton, stroke_width
+
+    mask = np.pad(ndimage.zoom(digit / 255.0, 10, order=1) > 0.5, 80)
+    distance = ndimage.distance_transform_edt(~skeleton(mask))
+    own = distance <= stroke_width(mask) / 2
+    covers = (own & mask).sum() >= 0.8 * max((own | mask).sum(), 1)
+    ink = np.clip(pen * 13 + 0.5 - distance, 0, 1)  # MNIST's pen: 2.6 of 20 px, so 13 at 10x
+    return (1 - ink).astype(np.float32), bool(covers and holes(own) == holes(ink > 0.5))
+
+
+def holes(mask: np.ndarray, smallest: int = 30) -> int:
+    """How many background regions of at least ``smallest`` pixels ``mask`` encloses."""
+    regions, count = ndimage.label(~mask)
+    edge = np.unique(np.concatenate([regions[0], regions[-1], regions[:, 0], regions[:, -1]]))
+    sizes = np.bincount(regions.ravel(), minlength=count + 1)
+    return int(sum(1 for k in range(1, count + 1) if k not in edge and sizes[k] >= smallest))
+
+
+def pen_accuracy(images, labels, net, count: int, pens=PENS) -> dict:
+    """Accuracy on ``images[:count]`` drawn with each pen of ``pens``, over every drawing and
+    over the fair ones (see :func:`pen_drawing`), beside the digits themselves."""
+    truth = labels[:count]
+
+    def right(x):
+        return to_numpy(net.predict(np.asarray(x, np.float32))).argmax(axis=1) == truth[:len(x)]
+
+    clean = right(images[:count].reshape(count, 784) / 255.0)
+    out = {"count": count, "accuracy_clean_originals": float(clean.mean())}
+    for pen in pens:
+        drawings = [pen_drawing(images[i], pen) for i in range(count)]
+        ok = right([preprocess_image(d).reshape(784) for d, _ in drawings])
+        fair = np.array([kept for _, kept in drawings])
+        out[f"pen_x{pen}"] = {"accuracy": float(ok.mean()), "fair": int(fair.sum()),
+                              "accuracy_fair": float(ok[fair].mean()),
+                              "accuracy_clean_fair": float(clean[fair].mean())}
+    return out
 
 
 def save_photo(photo: Image.Image, path: Path, rng: np.random.Generator) -> Path:
@@ -190,6 +239,7 @@ def main(argv=None) -> dict:
     net = TwoLayerNet(seed=0, device="cpu")
     train(net, x[:8000], labels[:8000], iters=args.iters, seed=0, quiet=True)
     results = evaluate(images[8000:], labels[8000:], net, Path(args.out), args.count)
+    results["pens"] = pen_accuracy(images[8000:], labels[8000:], net, args.count)
     print(json.dumps(results, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
