@@ -235,9 +235,12 @@ def gap(a: tuple, b: Blob) -> float:
     return float(np.hypot(dy, dx))
 
 
-def substantial(pieces: list[Blob], labels: np.ndarray, tight: bool = False) -> list[Blob]:
+def substantial(pieces: list[Blob], labels: np.ndarray, tight: bool = False,
+                by_contrast: bool = True) -> list[Blob]:
     """Pieces that may be handwriting: no page edges or solid patches (unless nothing else is
-    left, or, in a picture ``tight`` round its digit, the piece spans it), and no specks."""
+    left, or, in a picture ``tight`` round its digit, the piece spans it), and no specks: pieces
+    under 3% of the most ink, counted ``by_contrast`` (a grey speck beside a digit) or by area
+    alone (a faint digit beside a bold one)."""
     shape = labels.shape
     side = max(shape)
     strokes = [b for b in pieces if not (is_page_edge(b, shape) or is_filled(b, labels))]
@@ -251,8 +254,11 @@ def substantial(pieces: list[Blob], labels: np.ndarray, tight: bool = False) -> 
                   or (tight and spans_picture(b.height, b.width, shape))]
     if not pieces:
         return []
-    biggest = max(b.area * b.strength for b in pieces)  # ink, counted by its contrast
-    return [b for b in pieces if b.area >= 4 and b.area * b.strength >= 0.03 * biggest
+    def amount(b: Blob) -> float:
+        return b.area * b.strength if by_contrast else b.area
+
+    biggest = max(amount(b) for b in pieces)
+    return [b for b in pieces if b.area >= 4 and amount(b) >= 0.03 * biggest
             and max(b.height, b.width) >= 0.02 * side]
 
 
@@ -369,6 +375,23 @@ def group_ink(labels: np.ndarray, group: list[Blob], c: np.ndarray):
     return mask, np.clip(np.where(near, crop, 0.0) / max(core, 1e-6), 0.0, 1.0)
 
 
+def with_fainter_ink(mask: np.ndarray, c: np.ndarray, noise: tuple[float, float],
+                     tallest: int) -> np.ndarray:
+    """``mask`` and the ink too faint for the levels its boldest strokes set (a number whose
+    digits were written with different pens or pressures: a faint pencil digit beside a bold
+    one): the contrast ``c`` away from the ink found is thresholded again by :func:`ink_mask`,
+    and its pieces at least 35% as tall as the ``tallest`` piece found are added, unless the
+    frame cuts them (a smudge along a scan's edge); a bold stroke's JPEG ringing is shorter."""
+    away = ~ndimage.binary_dilation(mask, iterations=3)
+    try:
+        faint = ink_mask(np.where(away, c, 0.0).astype(np.float32), noise)
+    except NoDigitError:
+        return mask
+    labels, pieces = blobs(faint, c)
+    tall = [b.label for b in pieces if b.height >= 0.35 * tallest and not cut_by_frame(b, c.shape)]
+    return mask | np.isin(labels, tall)
+
+
 def without_lines(mask: np.ndarray, c: np.ndarray, noise: tuple[float, float]):
     """The ink ``mask`` and contrast ``c`` (H, W) with the lines of ruled or squared paper
     taken out (see :mod:`fastmnist.lines`), their soft edges included; lines are traced down
@@ -419,9 +442,12 @@ def digits_in(rgb: np.ndarray, tone: Tone, several: bool | None, tight: bool = F
         raise no_digit("only specks and noise stand out from the background")
     groups = [centre_group(pieces, mask.shape)]
     if several is not False:
-        row = row_groups(pieces)
+        more = with_fainter_ink(mask, c, noise, max(b.height for b in pieces))
+        more_labels, more_pieces = blobs(more, c)
+        row = row_groups(without_boxes_and_underlines(
+            substantial(more_pieces, more_labels, tight, by_contrast=False)))
         if several or is_row_of_digits(row):
-            groups = row
+            labels, groups = more_labels, row
     every = [b for g in groups for b in g]
     box = (min(b.top for b in every), max(b.bottom for b in every),
            min(b.left for b in every), max(b.right for b in every))

@@ -77,19 +77,37 @@ def test_rows_composed_from_real_digits_are_split_in_order(article_net):
     need_real_digits()
     with open(REAL / "manifest.tsv", newline="") as f:
         rows = [r for r in csv.DictReader(f, delimiter="\t") if r["kind"] == "canvas"]
+    split_right, alone_right, together_right = split_rows(rows, article_net, cases=60)
+    assert split_right >= 0.98 * 60  # 150 of 150 measured with another seed
+    assert together_right >= 0.94 * alone_right  # 476 vs 498 measured (150 rows)
+
+
+def test_rows_of_tiny_drawings_keep_their_faint_digits(article_net):
+    """The tiny drawings were made with very different pens: a faint grey 1-pixel digit often
+    stands beside a bold one, and was lost before ink too faint for the bold digit's levels was
+    looked for again (74 of 100 rows split right; 91 of 100 now)."""
+    need_real_digits()
+    with open(REAL / "manifest.tsv", newline="") as f:
+        rows = [r for r in csv.DictReader(f, delimiter="\t") if r["kind"] == "tiny"]
+    split_right, _, _ = split_rows(rows, article_net, cases=40)
+    assert split_right >= 0.8 * 40  # 35 of 40 measured, 27 before
+
+
+def split_rows(rows, net, cases: int):
+    """Rows of 2 to 5 of ``rows``' images composed with gaps and read: how many were split
+    into as many digits as they hold, and in those, the digits read right alone and in the row."""
     rng = np.random.default_rng(0)
-    split_right, alone_right, together_right, cases = 0, 0, 0, 60
+    split_right, alone_right, together_right = 0, 0, 0
     for _ in range(cases):
         pick = [rows[i] for i in rng.choice(len(rows), int(rng.integers(2, 6)), replace=False)]
         paths = [REAL / r["file"] for r in pick]
-        r = predict_image(compose_row(paths, gap=int(rng.integers(25, 60))), article_net)
-        alone = [predict_image(p, article_net, several=False)["digit"] for p in paths]
+        r = predict_image(compose_row(paths, gap=int(rng.integers(25, 60))), net)
         split_right += len(r["digits"]) == len(pick)
         if len(r["digits"]) == len(pick):
+            alone = [predict_image(p, net, several=False)["digit"] for p in paths]
             together_right += sum(d["digit"] == int(p["label"]) for d, p in zip(r["digits"], pick))
             alone_right += sum(a == int(p["label"]) for a, p in zip(alone, pick))
-    assert split_right >= 0.98 * cases  # 150 of 150 measured with another seed
-    assert together_right >= 0.94 * alone_right  # 476 vs 498 measured (150 rows)
+    return split_right, alone_right, together_right
 
 
 def test_pictures_without_a_digit_are_refused():
