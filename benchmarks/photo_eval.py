@@ -29,6 +29,7 @@ sys.path.insert(0, str(HERE.parent))
 from fastmnist import TwoLayerNet, to_numpy, train  # noqa: E402
 from fastmnist.datasets import load_split  # noqa: E402
 from fastmnist.images import preprocess_image  # noqa: E402
+from fastmnist.strokes import skeleton, stroke_width  # noqa: E402
 
 PAPERS = [(246, 244, 238), (250, 250, 250), (250, 235, 150), (190, 220, 245), (255, 210, 220)]
 INKS = [(20, 20, 25), (25, 40, 140), (120, 20, 30), (40, 40, 40)]
@@ -109,8 +110,6 @@ def pen_drawing(digit: np.ndarray, pen: float) -> tuple[np.ndarray, bool]:
     (H, W) in 0..1), and whether the drawing is fair: its centre lines drawn at the digit's
     own width cover the digit (not so for a loop MNIST's pen filled, whose centre line is a
     stroke), and the new pen leaves its loops open (a fat pen fills a small loop)."""
-    from fastmnist.strokes import skeleton, stroke_width
-
     mask = np.pad(ndimage.zoom(digit / 255.0, 10, order=1) > 0.5, 80)
     distance = ndimage.distance_transform_edt(~skeleton(mask))
     own = distance <= stroke_width(mask) / 2

@@ -381,7 +381,8 @@ def with_fainter_ink(mask: np.ndarray, c: np.ndarray, noise: tuple[float, float]
     digits were written with different pens or pressures: a faint pencil digit beside a bold
     one): the contrast ``c`` away from the ink found is thresholded again by :func:`ink_mask`,
     and its pieces at least 35% as tall as the ``tallest`` piece found are added, unless the
-    frame cuts them (a smudge along a scan's edge); a bold stroke's JPEG ringing is shorter."""
+    frame cuts them (a smudge along a scan's edge); a bold stroke's JPEG ringing is shorter.
+    Returns ``mask`` itself where nothing is added."""
     away = ~ndimage.binary_dilation(mask, iterations=3)
     try:
         faint = ink_mask(np.where(away, c, 0.0).astype(np.float32), noise)
@@ -389,7 +390,7 @@ def with_fainter_ink(mask: np.ndarray, c: np.ndarray, noise: tuple[float, float]
         return mask
     labels, pieces = blobs(faint, c)
     tall = [b.label for b in pieces if b.height >= 0.35 * tallest and not cut_by_frame(b, c.shape)]
-    return mask | np.isin(labels, tall)
+    return mask | np.isin(labels, tall) if tall else mask
 
 
 def without_lines(mask: np.ndarray, c: np.ndarray, noise: tuple[float, float]):
@@ -442,12 +443,14 @@ def digits_in(rgb: np.ndarray, tone: Tone, several: bool | None, tight: bool = F
         raise no_digit("only specks and noise stand out from the background")
     groups = [centre_group(pieces, mask.shape)]
     if several is not False:
+        row_labels, row = labels, row_groups(pieces)
         more = with_fainter_ink(mask, c, noise, max(b.height for b in pieces))
-        more_labels, more_pieces = blobs(more, c)
-        row = row_groups(without_boxes_and_underlines(
-            substantial(more_pieces, more_labels, tight, by_contrast=False)))
+        if more is not mask:  # faint digits found: count ink by area, not contrast
+            row_labels, more_pieces = blobs(more, c)
+            row = row_groups(without_boxes_and_underlines(
+                substantial(more_pieces, row_labels, tight, by_contrast=False)))
         if several or is_row_of_digits(row):
-            labels, groups = more_labels, row
+            labels, groups = row_labels, row
     every = [b for g in groups for b in g]
     box = (min(b.top for b in every), max(b.bottom for b in every),
            min(b.left for b in every), max(b.right for b in every))

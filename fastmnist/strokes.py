@@ -43,18 +43,19 @@ def skeleton(mask: np.ndarray) -> np.ndarray:
     return skeletonize(mask)
 
 
-def stroke_width(mask: np.ndarray) -> float:
-    """Mean pen width of a boolean mask in its pixels: ink area over skeleton length."""
-    length = int(skeleton(mask).sum())
+def stroke_width(mask: np.ndarray, bones: np.ndarray | None = None) -> float:
+    """Mean pen width of a boolean mask in its pixels: ink area over skeleton length
+    (``bones``: the mask's skeleton, where already at hand)."""
+    length = int((skeleton(mask) if bones is None else bones).sum())
     return float(mask.sum()) / max(length, 1)
 
 
-def stroke_thickness(mask: np.ndarray) -> float:
+def stroke_thickness(mask: np.ndarray, bones: np.ndarray | None = None) -> float:
     """The pen's width along most of a boolean mask's strokes, in its pixels: the median over
     the skeleton of twice the distance to the background, less a pixel (a bar 13 pixels wide
     measures 13). Unlike :func:`stroke_width`, a loop filled with ink does not count, as it
     covers only a short piece of the skeleton."""
-    bones = skeleton(mask)
+    bones = skeleton(mask) if bones is None else bones
     if not bones.any():
         return 0.0
     inside = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
@@ -66,11 +67,12 @@ def crop(a: np.ndarray, level: float = 0.0) -> np.ndarray:
     return a[rows[0]: rows[-1] + 1, cols[0]: cols[-1] + 1]
 
 
-def redraw(mask: np.ndarray, width: float) -> np.ndarray:
-    """The skeleton of ``mask`` inked with a round, anti-aliased pen ``width`` pixels wide."""
+def redraw(mask: np.ndarray, width: float, bones: np.ndarray | None = None) -> np.ndarray:
+    """The skeleton of ``mask`` (``bones``, where already at hand) inked with a round,
+    anti-aliased pen ``width`` pixels wide."""
     radius = width / 2
     pad = int(np.ceil(radius)) + 1
-    bones = np.pad(skeleton(mask), pad)
+    bones = np.pad(skeleton(mask) if bones is None else bones, pad)
     distance = ndimage.distance_transform_edt(~bones)
     return np.clip(radius + 0.5 - distance, 0.0, 1.0).astype(np.float32)
 
@@ -100,13 +102,14 @@ def normalised_strokes(mask: np.ndarray, ink: np.ndarray | None = None) -> np.nd
     area = resize(mask.astype(np.float32), shape)
     big = area > 0.5 if (area > 0.5).any() else area > 0
     pen = PEN * SUPERSAMPLE
-    thin, thickness = stroke_width(big) < THIN * pen, stroke_thickness(big)
+    bones = skeleton(big)
+    thin, thickness = stroke_width(big, bones) < THIN * pen, stroke_thickness(big, bones)
     thick = thickness > THICK * pen
     if not (thin or thick):
         return np.clip(resize(ink, shape), 0, 1) if ink is not None else big.astype(np.float32)
     # Redrawing widens the box by the pen, so pick the pen that is PEN wide after rescaling.
     rel = PEN / DIGIT_BOX
-    drawn = redraw(big, rel * side / (1 - rel))
+    drawn = redraw(big, rel * side / (1 - rel), bones)
     if thick:
         drawn = np.maximum(drawn, thinned(big, (thickness - pen) / 2, drawn.shape))
     return drawn
